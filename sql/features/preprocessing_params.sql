@@ -1,0 +1,61 @@
+-- Scaling parameters of METHOD §3, fitted on the cleaned set and kept so that new detections
+-- can be scaled identically later.
+WITH clean AS (
+    SELECT * FROM model.detection_features WHERE is_clean
+),
+
+long AS (
+    UNPIVOT clean
+    ON hard_hm, hard_hs, hard_ms, powlaw_gamma, bb_kt, var_prob_b, var_ratio_b,
+       var_prob_h, var_ratio_h, var_prob_s, var_ratio_s, var_newq_b
+    INTO NAME feature VALUE value
+),
+
+smallest_nonzero AS (
+    SELECT feature, min(value) FILTER (WHERE value <> 0) AS min_nonzero
+    FROM long
+    GROUP BY feature
+),
+
+offsets AS (
+    SELECT
+        f.feature,
+        f.position,
+        f.transform,
+        s.min_nonzero,
+        CASE WHEN f.transform = 'log_minmax' THEN s.min_nonzero / 10 END AS log_offset
+    FROM model.features AS f
+    LEFT JOIN smallest_nonzero AS s USING (feature)
+),
+
+transformed AS (
+    SELECT
+        o.feature,
+        CASE o.transform WHEN 'log_minmax' THEN ln(l.value + o.log_offset) ELSE l.value END
+            AS value
+    FROM long AS l
+    JOIN offsets AS o USING (feature)
+    WHERE o.transform <> 'none'
+),
+
+ranges AS (
+    SELECT feature, min(value) AS min_value, max(value) AS max_value
+    FROM transformed
+    GROUP BY feature
+),
+
+final AS (
+    SELECT
+        o.feature,
+        o.position,
+        o.transform,
+        o.min_nonzero,
+        o.log_offset,
+        r.min_value,
+        r.max_value
+    FROM offsets AS o
+    LEFT JOIN ranges AS r USING (feature)
+    ORDER BY o.position
+)
+
+SELECT * FROM final

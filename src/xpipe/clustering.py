@@ -1,0 +1,54 @@
+"""Gaussian-mixture clustering of the scaled features (METHOD §4).
+
+scikit-learn fits the mixture; assignment uses the stored parameters through a small pure
+function, so a model read back from the warehouse assigns exactly as it did when fitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.linalg import cholesky, solve_triangular
+from sklearn.mixture import GaussianMixture
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class MixtureParams:
+    weights: F64  # (K,)
+    means: F64  # (K, f)
+    covariances: F64  # (K, f, f)
+
+    @property
+    def n_components(self) -> int:
+        return len(self.weights)
+
+
+def fit_mixture(x: F64, n_components: int = 6, random_state: int = 42) -> MixtureParams:
+    model = GaussianMixture(n_components=n_components, covariance_type="full",
+                            random_state=random_state).fit(x)
+    if not model.converged_:
+        raise RuntimeError(f"GaussianMixture(K={n_components}) did not converge in "
+                           f"{model.max_iter} iterations on {len(x)} rows")
+    return MixtureParams(model.weights_, model.means_, model.covariances_)
+
+
+def weighted_log_density(x: F64, params: MixtureParams) -> F64:
+    """log(w_k) + log N(x | μ_k, Σ_k) for every row and component, shape (n, K)."""
+    n, f = x.shape
+    out = np.empty((n, params.n_components))
+    for k in range(params.n_components):
+        chol = cholesky(params.covariances[k], lower=True)
+        z = solve_triangular(chol, (x - params.means[k]).T, lower=True)
+        log_det = 2.0 * np.log(np.diag(chol)).sum()
+        out[:, k] = (np.log(params.weights[k]) - 0.5 * (f * np.log(2 * np.pi) + log_det)
+                     - 0.5 * np.einsum("ij,ij->j", z, z))
+    return out
+
+
+def assign_clusters(x: F64, params: MixtureParams) -> NDArray[np.int64]:
+    """Most probable component, as GaussianMixture.predict."""
+    return np.argmax(weighted_log_density(x, params), axis=1)

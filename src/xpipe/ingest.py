@@ -1,0 +1,250 @@
+"""Load catalogue files into `raw` tables, validated against `schemas/`.
+
+Accepted inputs: Parquet files or folders of Parquet parts (what `xpipe simulate` writes), CSV
+with a header, and VOTable (what TAP services return). Values are checked before they are
+written: a column of the wrong type, a required value that is null, an infinite value or a
+duplicated detection key stops the load with the file, row and column named. NaN is the
+VOTable null for floating-point fields, so it is stored as NULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from xpipe.schemas import NUMERIC_TYPES, SchemaError, TableSchema, load_schema, resolve_columns
+from xpipe.warehouse import first_row, scalar, sql_literal, staging_name
+
+INTEGER_TYPES = {"INTEGER", "SMALLINT", "BIGINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER",
+                 "USMALLINT", "UTINYINT"}
+FLOAT_TYPES = {"DOUBLE", "FLOAT", "REAL"}
+STRING_TYPES = {"VARCHAR"}
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to read, with the SQL that exposes it as columns plus source_file/source_row."""
+
+    path: Path
+    relation_sql: str
+    column_types: dict[str, str]
+    typed: bool  # Parquet and VOTable declare types; CSV cells are text to be parsed
+
+
+def expand_inputs(path: Path, pattern: str = "*.parquet") -> list[Path]:
+    """A file, or the sorted data files of a folder (sorted order is the ingest order)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.match(pattern))
+        if not files:
+            raise SchemaError(f"{path}: folder holds no {pattern} files")
+        return files
+    if not path.exists():
+        raise SchemaError(f"{path}: no such file or folder")
+    return [path]
+
+
+def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputFile:
+    """Expose a file to DuckDB; VOTables go through astropy's parser (the one pyvo uses)."""
+    suffix = path.suffix.lower()
+    lit = sql_literal(path)
+    if suffix in {".parquet", ".pq"}:
+        sql = (f"SELECT *, {lit} AS source_file, file_row_number + 1 AS source_row "
+               f"FROM read_parquet({lit}, file_row_number = true)")
+    elif suffix in {".csv", ".tsv", ".txt"} or path.name.endswith(".csv.gz"):
+        # Read once into a temporary table: the row-level checks then scan it, not the text.
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {alias} AS SELECT *, row_number() OVER () "
+                        f"AS __row FROM read_csv({lit}, header = true, all_varchar = true, "
+                        f"auto_detect = true, parallel = false)")
+        except duckdb.Error as exc:
+            raise SchemaError(f"{path}: cannot be read as CSV: {exc}") from exc
+        sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
+    elif suffix in {".vot", ".xml", ".votable"}:
+        table = read_votable(path)
+        con.register(alias, table)
+        sql = (f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM "
+               f"(SELECT *, row_number() OVER () AS __row FROM {alias})")
+    else:
+        raise SchemaError(f"{path}: unknown file type {suffix!r}; expected .parquet, .csv or .vot")
+    try:
+        described = con.execute(f"DESCRIBE {sql}").fetchall()
+    except duckdb.Error as exc:
+        raise SchemaError(f"{path}: cannot be read as {suffix[1:]}: {exc}") from exc
+    types = {row[0]: row[1] for row in described if row[0] not in {"source_file", "source_row",
+                                                                   "file_row_number"}}
+    return InputFile(path=path, relation_sql=sql, column_types=types,
+                     typed=suffix not in {".csv", ".tsv", ".txt", ".gz"})
+
+
+def read_votable(path: Path) -> pa.Table:
+    """VOTable → Arrow, keeping masked cells as nulls (astropy marks empty TD cells masked)."""
+    from astropy.io.votable import parse_single_table
+
+    try:
+        table = parse_single_table(str(path)).to_table(use_names_over_ids=True)
+    except Exception as exc:  # astropy raises many kinds for malformed XML
+        raise SchemaError(f"{path}: not a readable VOTable: {exc}") from exc
+    arrays = {}
+    for name in table.colnames:
+        col = table[name]
+        data = np.asarray(col)
+        mask = np.asarray(getattr(col, "mask", np.zeros(len(col), dtype=bool)))
+        if data.dtype.kind in "SUO":
+            cells = zip(data.tolist(), np.broadcast_to(mask, data.shape), strict=True)
+            values = [None if m else (v.decode() if isinstance(v, bytes) else str(v))
+                      for v, m in cells]
+            arrays[name] = pa.array(values, type=pa.string())
+        else:
+            arrays[name] = pa.array(data, mask=np.broadcast_to(mask, data.shape))
+    return pa.table(arrays)
+
+
+def _base_type(duck_type: str) -> str:
+    return duck_type.split("(")[0].upper()
+
+
+def column_expression(col_name: str, target: str, src: str | None, src_type: str | None,
+                      origin: str, typed: bool) -> str:
+    """SQL turning one input column into its contract type, or an error if it cannot.
+
+    Text is parsed only from text formats (CSV): a typed file whose numeric column arrives as
+    text means the producer changed, and is reported rather than guessed at."""
+    if src is None:
+        return f'CAST(NULL AS {target}) AS "{col_name}"'
+    quoted = '"' + src.replace('"', '""') + '"'
+    base = _base_type(src_type or "")
+    numeric = INTEGER_TYPES | FLOAT_TYPES | {"DECIMAL"}
+    if target in STRING_TYPES:
+        if base not in STRING_TYPES:
+            raise SchemaError(f"{origin}: column {src!r}: expected {target} (text), "
+                              f"found {src_type}")
+        return f'NULLIF(trim({quoted}), \'\') AS "{col_name}"'
+    if base in STRING_TYPES and not typed:  # CSV: cast checked row by row in find_bad_casts
+        value = f"TRY_CAST(NULLIF(trim({quoted}), '') AS {target})"
+    elif (target in FLOAT_TYPES and base in numeric) or (
+            target in INTEGER_TYPES and base in INTEGER_TYPES):
+        value = f"CAST({quoted} AS {target})"
+    elif target in INTEGER_TYPES and base in FLOAT_TYPES | {"DECIMAL"}:
+        value = f"TRY_CAST({quoted} AS {target})"  # non-integral values caught by find_bad_casts
+    elif base == "NULL":
+        value = f"CAST(NULL AS {target})"
+    else:
+        raise SchemaError(f"{origin}: column {src!r}: expected {target}, found {src_type}")
+    if target in FLOAT_TYPES:
+        value = f"CASE WHEN isnan({value}) THEN NULL ELSE {value} END"
+    return f'{value} AS "{col_name}"'
+
+
+def find_bad_casts(con: duckdb.DuckDBPyConnection, inp: InputFile, schema: TableSchema,
+                   mapping: dict[str, str | None]) -> None:
+    """Name the first row whose text or fractional value does not fit the contract type."""
+    for col in schema.columns:
+        src = mapping[col.name]
+        if src is None or col.type not in NUMERIC_TYPES:
+            continue
+        base = _base_type(inp.column_types[src])
+        quoted = '"' + src.replace('"', '""') + '"'
+        if base in STRING_TYPES:
+            raw = f"NULLIF(trim({quoted}), '')"
+            bad = f"{raw} IS NOT NULL AND TRY_CAST({raw} AS {col.type}) IS NULL"
+        elif col.type in INTEGER_TYPES and base in FLOAT_TYPES | {"DECIMAL"}:
+            bad = (f"{quoted} IS NOT NULL AND (TRY_CAST({quoted} AS {col.type}) IS NULL "
+                   f"OR {quoted} <> round({quoted}))")
+        else:
+            continue
+        row = first_row(con,
+            f"SELECT source_row, CAST({quoted} AS VARCHAR) FROM ({inp.relation_sql}) "
+            f"WHERE {bad} ORDER BY source_row LIMIT 1"
+        )
+        if row:
+            raise SchemaError(f"{inp.path}, row {row[0]}, column {src!r}: expected {col.type}, "
+                              f"found {row[1]!r}")
+
+
+def check_values(con: duckdb.DuckDBPyConnection, table: str, schema: TableSchema,
+                 where: str = "TRUE") -> None:
+    """Required values present and finite; the first offending row is named."""
+    for col in schema.columns:
+        checks = []
+        if not col.nullable:
+            checks.append((f'"{col.name}" IS NULL', "is empty but required"))
+        if col.type in FLOAT_TYPES:
+            checks.append((f'isinf("{col.name}")', "is infinite"))
+        for condition, what in checks:
+            row = first_row(con,
+                f'SELECT source_file, source_row, CAST("{col.name}" AS VARCHAR) FROM {table} '
+                f"WHERE ({where}) AND {condition} ORDER BY source_file, source_row LIMIT 1"
+            )
+            if row:
+                raise SchemaError(f"{row[0]}, row {row[1]}, column {col.name!r} {what} "
+                                  f"(value {row[2]!r})")
+
+
+def load_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
+               progress: ProgressFn | None = None, id_column: str | None = None) -> int:
+    """Build the staging table for `table` from `files`, validated; returns rows loaded.
+
+    Call inside a transaction and swap the staging table in afterwards. `id_column` numbers the
+    rows 1, 2, … in file order then row order: the stable ingest-order id.
+    """
+    schema = load_schema(table)
+    staged = staging_name(table)
+    con.execute(f"DROP TABLE IF EXISTS {staged}")
+    con.execute(schema.ddl(staged))
+    loaded = 0
+    for index, path in enumerate(files):
+        inp = open_input(con, path, alias=f"__input_{index}")
+        mapping = resolve_columns(schema, list(inp.column_types), str(path))
+        exprs = [column_expression(c.name, c.type, mapping[c.name],
+                                   inp.column_types.get(mapping[c.name] or ""), str(path),
+                                   inp.typed)
+                 for c in schema.columns]
+        find_bad_casts(con, inp, schema, mapping)
+        generated = []
+        for gen in schema.generated:
+            if gen.name == id_column:
+                generated.append(f"{loaded} + source_row AS {gen.name}")
+            else:
+                generated.append(gen.name)
+        # Parquet min/max statistics leave NaN out, and DuckDB's statistics propagation then
+        # folds isnan() to false: NaN would slip through as a value. Off for this insert only.
+        con.execute("SET disabled_optimizers = 'statistics_propagation'")
+        try:
+            con.execute(f"INSERT INTO {staged} SELECT {', '.join(generated + exprs)} "
+                        f"FROM ({inp.relation_sql})")
+        finally:
+            con.execute("RESET disabled_optimizers")
+        count = scalar(con,
+            f"SELECT count(*) FROM {staged} WHERE source_file = {sql_literal(path)}"
+        )
+        if count == 0:
+            raise SchemaError(f"{path}: holds no data rows")
+        check_values(con, staged, schema, where=f"source_file = {sql_literal(path)}")
+        loaded += count
+        if progress:
+            progress(count)
+    return loaded
+
+
+def check_unique(con: duckdb.DuckDBPyConnection, table: str, key: list[str], what: str,
+                 where: str = "TRUE") -> None:
+    """Duplicated keys are an error naming both rows: silently keeping one would hide bad input.
+
+    NULLs in a key column group together, as for a missing `obi`."""
+    cols = ", ".join(f'"{k}"' for k in key)
+    not_null = where
+    row = first_row(con,
+        f"SELECT {cols}, list(source_file || ' row ' || source_row ORDER BY source_file, "
+        f"source_row)[:2] FROM {table} WHERE {not_null} GROUP BY ALL HAVING count(*) > 1 "
+        f"ORDER BY min(source_file), min(source_row) LIMIT 1"
+    )
+    if row:
+        values = ", ".join(f"{k}={v!r}" for k, v in zip(key, row[:-1], strict=True))
+        raise SchemaError(f"duplicate {what} ({values}) at {' and '.join(row[-1])}")

@@ -1,0 +1,127 @@
+"""`xpipe warehouse`: load a catalogue and its SIMBAD labels into `raw`, atomically.
+
+The detections, the SIMBAD objects (or an offline match file) and the best-match cross-match
+are built as staging tables and swapped in together in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from xpipe.ingest import check_unique, expand_inputs, load_files, open_input
+from xpipe.progress import progress_bar
+from xpipe.resources import sql_dir
+from xpipe.runner import set_parameters
+from xpipe.runs import recorded_run
+from xpipe.schemas import SchemaError, load_schema
+from xpipe.warehouse import first_row, scalar, staging_name, swap_in, transaction
+
+MATCH_FILE_MARKERS = {"angdist", "separation", "separation_arcsec"}
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    detections: Path  # a file, or a folder of Parquet parts
+    labels: Path | None  # SIMBAD objects or an offline match file; None: no labels
+    match_radius_arcsec: float = 1.0
+
+
+def _files(path: Path) -> list[Path]:
+    return expand_inputs(path, "*.parquet")
+
+
+def labels_are_match_file(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """A match file names the source and the separation; a SIMBAD table has neither."""
+    columns = {c.lower() for c in open_input(con, _files(path)[0], "__probe").column_types}
+    return bool(columns & MATCH_FILE_MARKERS) and bool(columns & {"name", "name_1"})
+
+
+def stage_detections(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    files = _files(path)
+    with progress_bar("load detections", total=None) as bar:
+        rows = load_files(con, "raw.detections", files, progress=bar.update, id_column="det_id")
+    # Not (obsid, obi, region_id) alone: in CSC one detection region can belong to two master
+    # sources (ambiguous associations), and the per-detection query returns it once for each.
+    check_unique(con, staging_name("raw.detections"), ["name", "obsid", "obi", "region_id"],
+                 "detection key", where='"region_id" IS NOT NULL')
+    return rows
+
+
+def stage_simbad(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
+    staged = staging_name("raw.simbad")
+    if path is None:
+        con.execute(f"DROP TABLE IF EXISTS {staged}")
+        con.execute(load_schema("raw.simbad").ddl(staged))
+        return 0
+    with progress_bar("load SIMBAD objects", total=None) as bar:
+        rows = load_files(con, "raw.simbad", _files(path), progress=bar.update)
+    check_unique(con, staged, ["main_id"], "SIMBAD main_id")
+    return rows
+
+
+def stage_crossmatch(con: duckdb.DuckDBPyConnection, radius_arcsec: float) -> int:
+    """Best match within the radius, from raw.detections and raw.simbad as swapped in by the
+    enclosing transaction."""
+    if radius_arcsec <= 0:
+        raise ValueError(f"match radius must be positive, got {radius_arcsec} arcsec")
+    set_parameters(con, {"match_radius_arcsec": float(radius_arcsec)})
+    sql = (sql_dir() / "ingest" / "simbad_match.sql").read_text()
+    staged = staging_name("raw.simbad_match")
+    con.execute(f"DROP TABLE IF EXISTS {staged}")
+    con.execute(load_schema("raw.simbad_match").ddl(staged))
+    con.execute(f"INSERT INTO {staged} BY NAME {sql}")
+    return scalar(con, f"SELECT count(*) FROM {staged}")
+
+
+def stage_match_file(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """An offline cross-match (TOPCAT / CDS X-Match): keep each source's closest counterpart."""
+    staged = staging_name("raw.simbad_match")
+    with progress_bar("load SIMBAD matches", total=None) as bar:
+        load_files(con, "raw.simbad_match", _files(path), progress=bar.update)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE {staged} AS
+        SELECT
+            arg_min(source_file, (separation_arcsec, main_id)) AS source_file,
+            arg_min(source_row, (separation_arcsec, main_id)) AS source_row,
+            name,
+            arg_min(main_id, (separation_arcsec, main_id)) AS main_id,
+            arg_min(otype, (separation_arcsec, main_id)) AS otype,
+            min(separation_arcsec) AS separation_arcsec
+        FROM {staged}
+        WHERE main_id IS NOT NULL
+        GROUP BY name
+    """)
+    bad = first_row(con, f"SELECT name FROM {staged} WHERE otype IS NULL OR separation_arcsec IS "
+                      "NULL ORDER BY name LIMIT 1")
+    if bad:
+        raise SchemaError(f"{path}: source {bad[0]!r} has a counterpart without otype or "
+                          "separation")
+    return scalar(con, f"SELECT count(*) FROM {staged}")
+
+
+def load_catalogue(con: duckdb.DuckDBPyConnection, request: LoadRequest) -> dict[str, int]:
+    params = {"detections": str(request.detections),
+              "labels": str(request.labels) if request.labels else None,
+              "match_radius_arcsec": request.match_radius_arcsec}
+    with recorded_run(con, "warehouse", params) as run, transaction(con):
+        with run.stage("detections"):
+            run.count("detections", stage_detections(con, request.detections))
+        match_file = request.labels is not None and labels_are_match_file(con, request.labels)
+        with run.stage("labels"):
+            run.count("simbad_objects",
+                      stage_simbad(con, None if match_file else request.labels))
+        swap_in(con, "raw.detections")
+        swap_in(con, "raw.simbad")
+        with run.stage("crossmatch"):
+            if match_file:
+                matched = stage_match_file(con, request.labels)
+            else:
+                matched = stage_crossmatch(con, request.match_radius_arcsec)
+            run.count("matched_sources", matched)
+        swap_in(con, "raw.simbad_match")
+        run.count("sources", scalar(con,
+            "SELECT count(DISTINCT name) FROM raw.detections"))
+    return run.row_counts

@@ -1,0 +1,39 @@
+"""`xpipe vote`: the voting SQL on an external per-detection table in the paper's layout.
+
+It runs in an in-memory warehouse with the same models as `xpipe classify`, so the published
+catalogue can be re-derived from its own per-detection file and compared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xpipe.classes import class_names
+from xpipe.classify import check_python_model, create_detection_class
+from xpipe.export import export_results
+from xpipe.ingest import load_files
+from xpipe.runner import load_macros, run_models
+from xpipe.schemas import load_schema
+from xpipe.warehouse import connect_memory, first_row, scalar, staging_name
+
+
+def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, int]:
+    con = connect_memory()
+    load_macros(con)
+    # The feature columns of the published per-source layout come from raw detections,
+    # which a per-detection classification file does not carry: they stay empty.
+    con.execute(load_schema("raw.detections").ddl())
+    run_models(con, layers=["seeds"], names=["model.stg_detections", "model.detection_features"])
+    load_files(con, "raw.paper_detections", [detections], id_column="det_id")
+    create_detection_class(con)
+    probs = ", ".join(f'"{c}"' for c in class_names())
+    con.execute(f"INSERT INTO results.detection_class SELECT det_id, name, obsid, ra, dec, "
+                f"cluster, {probs}, main_type FROM {staging_name('raw.paper_detections')}")
+    check_python_model(con, "results.detection_class")
+    run_models(con, layers=["votes"])
+    export_results(con, out_dir, fmt)
+    row = first_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "
+                      "count(*) FILTER (WHERE NOT is_unique) FROM results.source_class")
+    return {"detections": scalar(con, "SELECT count(*) FROM results.detection_class"
+                                      ),
+            "sources": row[0], "uniquely_classified": row[1], "ambiguous": row[2]}

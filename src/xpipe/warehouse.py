@@ -1,0 +1,137 @@
+"""The DuckDB warehouse: connections with bounded resources, schemas, and atomic swaps.
+
+Every writer builds its output in a staging table and swaps it in inside one transaction, so a
+failed or interrupted step leaves what was already in the warehouse untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from xpipe.config import Settings
+from xpipe.schemas import load_schema
+
+SCHEMAS = ("raw", "model", "results", "meta")
+META_TABLES = ("meta.runs",)
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse is missing, locked, or lacks the tables a command needs."""
+
+
+def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    path = settings.warehouse
+    if read_only and not path.exists():
+        raise WarehouseError(f"no warehouse at {path}: run `xpipe warehouse` (or `make warehouse`)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config: dict[str, str | int] = {"memory_limit": settings.memory_limit}
+    if settings.threads:
+        config["threads"] = settings.threads
+    try:
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
+    except duckdb.IOException as exc:
+        raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+    if not read_only:
+        temp = settings.resolved_temp_directory()
+        temp.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = '{_sql_str(str(temp))}'")
+        ensure_layout(con)
+    return con
+
+
+def connect_memory(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse, for commands that work on files without touching the real one."""
+    con = duckdb.connect(":memory:")
+    if settings is not None:
+        con.execute(f"SET memory_limit = '{settings.memory_limit}'")
+    ensure_layout(con)
+    return con
+
+
+def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
+    for schema in SCHEMAS:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for table in META_TABLES:
+        if not table_exists(con, table):
+            con.execute(load_schema(table).ddl())
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    schema, name = qualified.split(".")
+    row = first_row(con,
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+        [schema, name],
+    )
+    views = first_row(con,
+        "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+        [schema, name],
+    )
+    return bool(row and row[0]) or bool(views and views[0])
+
+
+def require_tables(con: duckdb.DuckDBPyConnection, tables: list[str], hint: str) -> None:
+    missing = [t for t in tables if not table_exists(con, t)]
+    if missing:
+        raise WarehouseError(f"warehouse lacks {', '.join(missing)}: {hint}")
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All or nothing: any exception (Ctrl-C included) rolls every change back."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def staging_name(qualified: str) -> str:
+    schema, name = qualified.split(".")
+    return f"{schema}.{name}__staging"
+
+
+def drop_relation(con: duckdb.DuckDBPyConnection, qualified: str) -> None:
+    """Drop a table or a view of that name (DuckDB refuses DROP VIEW on a table)."""
+    schema, name = qualified.split(".")
+    kinds = con.execute(
+        "SELECT 'TABLE' FROM duckdb_tables() WHERE schema_name = ? AND table_name = ? "
+        "UNION ALL SELECT 'VIEW' FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+        [schema, name, schema, name],
+    ).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"DROP {kind} {qualified}")
+
+
+def swap_in(con: duckdb.DuckDBPyConnection, qualified: str) -> None:
+    """Replace `qualified` by its staging table; call inside a transaction."""
+    _, name = qualified.split(".")
+    drop_relation(con, qualified)
+    con.execute(f"ALTER TABLE {staging_name(qualified)} RENAME TO {name}")
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def sql_literal(value: str | Path) -> str:
+    return "'" + _sql_str(str(value)) + "'"
+
+
+def first_row(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
+              ) -> tuple | None:
+    """The first row of a query, read to the end (DuckDB 2 keeps unfinished results open)."""
+    rows = con.execute(query, params).fetchall() if params else con.execute(query).fetchall()
+    return rows[0] if rows else None
+
+
+def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> object:
+    row = first_row(con, query, params)
+    if row is None:
+        raise RuntimeError(f"query returned no row: {query}")
+    return row[0]

@@ -1,0 +1,180 @@
+"""Bad input stops the load with a clear message, and the warehouse is left as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from factories import detections_frame, simbad_frame
+
+
+def snapshot(path: Path) -> dict[str, list]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT * FROM raw.{t} ORDER BY ALL").fetchall()
+                for t in ("detections", "simbad", "simbad_match")}
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, cli, warehouse_path: Path) -> dict[str, list]:
+    """A warehouse holding a good catalogue; returns its contents."""
+    good = tmp_path / "good.parquet"
+    frame = detections_frame()
+    frame.write_parquet(good)
+    simbad_frame(frame).write_parquet(tmp_path / "simbad.parquet")
+    cli("warehouse", "--source", str(good), "--labels", str(tmp_path / "simbad.parquet"))
+    before = snapshot(warehouse_path)
+    assert len(before["detections"]) == 20 and len(before["simbad_match"]) == 5
+    return before
+
+
+def load_fails(cli, path: Path, *extra: str) -> str:
+    result = cli("warehouse", "--source", str(path), *extra, expect_ok=False)
+    assert result.exit_code == 1, result.output
+    return result.output
+
+
+def test_missing_column(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    bad = tmp_path / "no_gamma.parquet"
+    detections_frame().drop("powlaw_gamma").write_parquet(bad)
+    message = load_fails(cli, bad, "--labels", "none")
+    assert f"{bad}: missing required column(s) for raw.detections: powlaw_gamma: DOUBLE" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_wrong_type_in_parquet(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    bad = tmp_path / "text_ra.parquet"
+    detections_frame().with_columns(pl.col("ra").cast(pl.Utf8)).write_parquet(bad)
+    message = load_fails(cli, bad)
+    assert "column 'ra': expected DOUBLE, found VARCHAR" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_wrong_type_in_csv_names_the_row(tmp_path: Path, cli, loaded, warehouse_path: Path
+                                         ) -> None:
+    bad = tmp_path / "bad.csv"
+    frame = detections_frame().with_columns(pl.col("bb_kt").cast(pl.Utf8))
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 6).then(pl.lit("hot"))
+                               .otherwise(pl.col("bb_kt")).alias("bb_kt"))
+    frame.write_csv(bad)
+    message = load_fails(cli, bad)
+    assert f"{bad}, row 7, column 'bb_kt': expected DOUBLE, found 'hot'" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_fractional_obsid(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    bad = tmp_path / "float_obsid.parquet"
+    frame = detections_frame().with_columns(pl.col("obsid").cast(pl.Float64))
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(1002.5)
+                               .otherwise(pl.col("obsid")).alias("obsid"))
+    frame.write_parquet(bad)
+    message = load_fails(cli, bad)
+    assert "row 3, column 'obsid': expected INTEGER, found '1002.5'" in message
+
+
+def test_infinity_is_an_error_nan_is_null(tmp_path: Path, cli, loaded, warehouse_path: Path
+                                          ) -> None:
+    bad = tmp_path / "inf.parquet"
+    frame = detections_frame().with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(float("inf")).otherwise(pl.col("var_mean_b"))
+        .alias("var_mean_b"))
+    frame.write_parquet(bad)
+    message = load_fails(cli, bad)
+    assert f"{bad}, row 5, column 'var_mean_b' is infinite" in message
+    assert snapshot(warehouse_path) == loaded
+
+    nan = tmp_path / "nan.parquet"
+    frame = detections_frame().with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(float("nan")).otherwise(pl.col("var_mean_b"))
+        .alias("var_mean_b"))
+    frame.write_parquet(nan)
+    cli("warehouse", "--source", str(nan), "--labels", "none")
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    values = con.execute("SELECT var_mean_b FROM raw.detections WHERE det_id = 5").fetchall()
+    con.close()
+    assert values == [(None,)]  # NaN is the VOTable null of floating-point fields
+
+
+def test_null_in_required_value(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    bad = tmp_path / "no_name.parquet"
+    frame = detections_frame().with_columns(
+        pl.when(pl.int_range(pl.len()) == 9).then(None).otherwise(pl.col("name")).alias("name"))
+    frame.write_parquet(bad)
+    message = load_fails(cli, bad)
+    assert f"{bad}, row 10, column 'name' is empty but required" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_empty_file(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"
+    detections_frame().head(0).write_parquet(empty)
+    message = load_fails(cli, empty)
+    assert f"{empty}: holds no data rows" in message
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text(",".join(detections_frame().columns) + "\n")
+    message = load_fails(cli, header_only)
+    assert "holds no data rows" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_duplicate_detection(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    bad = tmp_path / "dup.parquet"
+    frame = detections_frame()
+    pl.concat([frame, frame.slice(3, 1)]).write_parquet(bad)
+    message = load_fails(cli, bad)
+    assert "duplicate detection key (name='2CXO J000001.0+000001', obsid=1003, obi=0, " \
+           f"region_id=4) at {bad} row 4 and {bad} row 21" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_unreadable_file(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    bad = tmp_path / "junk.parquet"
+    bad.write_bytes(b"not parquet at all")
+    message = load_fails(cli, bad)
+    assert f"{bad}: cannot be read as parquet" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_zero_denominators_are_null_and_dropped(tmp_path: Path, cli, warehouse_path: Path
+                                                ) -> None:
+    """var_mean = 0 gives NULL ratios (never inf) and the detection is not clean."""
+    path = tmp_path / "zeros.parquet"
+    frame = detections_frame(60, seed=3).with_columns(
+        pl.when(pl.int_range(pl.len()) < 5).then(0.0).otherwise(pl.col("var_mean_h"))
+        .alias("var_mean_h"),
+        flux_significance_b=pl.lit(10.0))
+    frame.write_parquet(path)
+    cli("warehouse", "--source", str(path), "--labels", "none")
+    cli("classify", "--components", "2", "--min-references", "2")
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    rows = con.execute("SELECT det_id, var_ratio_h, is_clean FROM model.detection_features "
+                       "WHERE det_id <= 6 ORDER BY det_id").fetchall()
+    con.close()
+    assert rows[:5] == [(i, None, False) for i in range(1, 6)]
+    assert rows[5][1] is not None and rows[5][2] is True
+
+
+def test_failed_classify_keeps_previous_results(tmp_path: Path, cli, warehouse_path: Path
+                                                ) -> None:
+    path = tmp_path / "ok.parquet"
+    frame = detections_frame(60, seed=5).with_columns(flux_significance_b=pl.lit(10.0))
+    frame.write_parquet(path)
+    cli("warehouse", "--source", str(path), "--labels", "none")
+    cli("classify", "--components", "2")
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    before = con.execute("SELECT * FROM model.gmm_components ORDER BY component").fetchall()
+    con.close()
+    # an impossible selection fails after the first models ran: nothing may change
+    result = cli("classify", "--min-significance", "1000", expect_ok=False)
+    assert "only 0 cleaned detections (0 of 60 pass the selection" in result.output
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    after = con.execute("SELECT * FROM model.gmm_components ORDER BY component").fetchall()
+    runs = con.execute("SELECT command, status FROM meta.runs ORDER BY started_at").fetchall()
+    con.close()
+    assert after == before
+    assert runs[-2:] == [("classify", "ok"), ("classify", "failed")]
