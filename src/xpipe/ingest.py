@@ -67,10 +67,7 @@ def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputF
             raise SchemaError(f"{path}: cannot be read as CSV: {exc}") from exc
         sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
     elif suffix in {".vot", ".xml", ".votable"}:
-        table = read_votable(path)
-        con.register(alias, table)
-        sql = (f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM "
-               f"(SELECT *, row_number() OVER () AS __row FROM {alias})")
+        return open_arrow(con, read_votable(path), str(path), alias)
     else:
         raise SchemaError(f"{path}: unknown file type {suffix!r}; expected .parquet, .csv or .vot")
     try:
@@ -187,6 +184,58 @@ def check_values(con: duckdb.DuckDBPyConnection, table: str, schema: TableSchema
                                   f"(value {row[2]!r})")
 
 
+def create_staging(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """An empty staging table with the contract's columns; returns its name."""
+    staged = staging_name(table)
+    con.execute(f"DROP TABLE IF EXISTS {staged}")
+    con.execute(load_schema(table).ddl(staged))
+    return staged
+
+
+def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile,
+                 id_offset: int = 0, id_column: str | None = None) -> int:
+    """Validate one input against `table`'s contract and append it to the staging table.
+
+    `id_column` numbers the rows id_offset + 1, id_offset + 2, … in row order. Returns the rows
+    appended; an input without rows is an error.
+    """
+    schema = load_schema(table)
+    staged = staging_name(table)
+    origin = str(inp.path)
+    mapping = resolve_columns(schema, list(inp.column_types), origin)
+    exprs = [column_expression(c.name, c.type, mapping[c.name],
+                               inp.column_types.get(mapping[c.name] or ""), origin, inp.typed)
+             for c in schema.columns]
+    find_bad_casts(con, inp, schema, mapping)
+    generated = [f"{id_offset} + source_row AS {g.name}" if g.name == id_column else g.name
+                 for g in schema.generated]
+    # Parquet min/max statistics leave NaN out, and DuckDB's statistics propagation then
+    # folds isnan() to false: NaN would slip through as a value. Off for this insert only.
+    con.execute("SET disabled_optimizers = 'statistics_propagation'")
+    try:
+        con.execute(f"INSERT INTO {staged} SELECT {', '.join(generated + exprs)} "
+                    f"FROM ({inp.relation_sql})")
+    finally:
+        con.execute("RESET disabled_optimizers")
+    this_input = f"source_file = {sql_literal(origin)}"
+    count = int(scalar(con, f"SELECT count(*) FROM {staged} WHERE {this_input}"))
+    if count == 0:
+        raise SchemaError(f"{origin}: holds no data rows")
+    check_values(con, staged, schema, where=this_input)
+    return count
+
+
+def open_arrow(con: duckdb.DuckDBPyConnection, table: pa.Table, origin: str, alias: str
+               ) -> InputFile:
+    """Expose an Arrow table (a TAP result, say) like a typed file named `origin`."""
+    con.register(alias, table)
+    lit = sql_literal(origin)
+    sql = (f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM "
+           f"(SELECT *, row_number() OVER () AS __row FROM {alias})")
+    types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {alias}").fetchall()}
+    return InputFile(path=Path(origin), relation_sql=sql, column_types=types, typed=True)
+
+
 def load_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
                progress: ProgressFn | None = None, id_column: str | None = None) -> int:
     """Build the staging table for `table` from `files`, validated; returns rows loaded.
@@ -194,39 +243,11 @@ def load_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
     Call inside a transaction and swap the staging table in afterwards. `id_column` numbers the
     rows 1, 2, … in file order then row order: the stable ingest-order id.
     """
-    schema = load_schema(table)
-    staged = staging_name(table)
-    con.execute(f"DROP TABLE IF EXISTS {staged}")
-    con.execute(schema.ddl(staged))
+    create_staging(con, table)
     loaded = 0
     for index, path in enumerate(files):
         inp = open_input(con, path, alias=f"__input_{index}")
-        mapping = resolve_columns(schema, list(inp.column_types), str(path))
-        exprs = [column_expression(c.name, c.type, mapping[c.name],
-                                   inp.column_types.get(mapping[c.name] or ""), str(path),
-                                   inp.typed)
-                 for c in schema.columns]
-        find_bad_casts(con, inp, schema, mapping)
-        generated = []
-        for gen in schema.generated:
-            if gen.name == id_column:
-                generated.append(f"{loaded} + source_row AS {gen.name}")
-            else:
-                generated.append(gen.name)
-        # Parquet min/max statistics leave NaN out, and DuckDB's statistics propagation then
-        # folds isnan() to false: NaN would slip through as a value. Off for this insert only.
-        con.execute("SET disabled_optimizers = 'statistics_propagation'")
-        try:
-            con.execute(f"INSERT INTO {staged} SELECT {', '.join(generated + exprs)} "
-                        f"FROM ({inp.relation_sql})")
-        finally:
-            con.execute("RESET disabled_optimizers")
-        count = scalar(con,
-            f"SELECT count(*) FROM {staged} WHERE source_file = {sql_literal(path)}"
-        )
-        if count == 0:
-            raise SchemaError(f"{path}: holds no data rows")
-        check_values(con, staged, schema, where=f"source_file = {sql_literal(path)}")
+        count = append_input(con, table, inp, id_offset=loaded, id_column=id_column)
         loaded += count
         if progress:
             progress(count)
