@@ -54,3 +54,19 @@ def cli():
         return result
 
     return invoke
+
+
+_REPORT: list[str] = []
+
+
+@pytest.fixture
+def report():
+    """Lines shown in the test summary: measured numbers a reader of CI output wants to see."""
+    return _REPORT.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _REPORT:
+        terminalreporter.section("xpipe measurements")
+        for line in _REPORT:
+            terminalreporter.write_line(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ def settings_from(ctx: click.Context) -> Settings:
 def main(ctx: click.Context, warehouse: Path | None) -> None:
     """Probabilistic classes for every detection and source of an X-ray catalogue
     (Pérez-Díaz et al. 2024), at catalogue scale."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = Settings()
     if warehouse is not None:
         settings = Settings(warehouse=warehouse)

@@ -3,6 +3,7 @@ timings, recorded even when the command fails (after its changes were rolled bac
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import duckdb
 
 from xpipe import __version__
 from xpipe.runner import dump_json
+
+log = logging.getLogger("xpipe")
 
 
 class RunRecorder:
@@ -36,11 +39,14 @@ class RunRecorder:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        log.info("%s: %s …", self.command, name.replace("_", " "))
         start = time.perf_counter()
         try:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - start, 3)
+            log.info("%s: %s done in %.1f s", self.command, name.replace("_", " "),
+                     self.timings[name])
 
     def count(self, name: str, rows: int) -> None:
         self.row_counts[name] = int(rows)
