@@ -22,7 +22,7 @@ offsets AS (
         f.feature,
         f.position,
         f.transform,
-        s.min_nonzero,
+        CASE WHEN f.transform = 'log_minmax' THEN s.min_nonzero END AS min_nonzero,
         CASE WHEN f.transform = 'log_minmax' THEN s.min_nonzero / 10 END AS log_offset
     FROM model.features AS f
     LEFT JOIN smallest_nonzero AS s USING (feature)
@@ -46,6 +46,7 @@ ranges AS (
 
 final AS (
     SELECT
+        getvariable('run_id') AS run_id,
         o.feature,
         o.position,
         o.transform,

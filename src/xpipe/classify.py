@@ -147,10 +147,10 @@ def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clu
                 "JOIN model.detection_cluster AS c USING (det_id) "
                 "JOIN model.scaled_features AS s USING (det_id) WHERE r.role = 'reference'")
     query = "SELECT * FROM __references WHERE det_id BETWEEN {lo} AND {hi}"
-    code = {name: i for i, name in enumerate(classes)}
+    codes = {name: i for i, name in enumerate(classes)}
     kernel.fit(np.empty((0, len(feature_names()))), np.empty(0, int), np.empty(0, int))
     for frame in iter_chunks(con, query, "__references", chunk_rows, "reference statistics"):
-        y = np.array([code[c] for c in frame["label_class"].to_list()], dtype=np.int64)
+        y = frame["label_class"].replace_strict(codes, return_dtype=pl.Int64).to_numpy()
         kernel.partial_fit(_features(frame), y, frame["cluster"].to_numpy())
     rows = []
     for c in range(n_clusters):
@@ -236,7 +236,7 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: Classif
                    "load a catalogue first with `xpipe warehouse`")
     with recorded_run(con, "classify", asdict(params)) as run, transaction(con):
         load_macros(con)
-        set_parameters(con, params.sql_variables())
+        set_parameters(con, {**params.sql_variables(), "run_id": run.run_id})
         with run.stage("sql_models"):
             run_models(con, ["seeds", "staging"], names=["model.detection_features"])
             require_clean_detections(con, params)
