@@ -20,7 +20,7 @@ class Settings:
     warehouse: Path = field(
         default_factory=lambda: Path(os.environ.get("XPIPE_WAREHOUSE", str(DEFAULT_WAREHOUSE)))
     )
-    memory_limit: str = field(default_factory=lambda: os.environ.get("XPIPE_MEMORY_LIMIT", "3GB"))
+    memory_limit: str = field(default_factory=lambda: os.environ.get("XPIPE_MEMORY_LIMIT", "2GB"))
     threads: int = field(default_factory=lambda: int(os.environ.get("XPIPE_THREADS", "0")))
     temp_directory: Path | None = field(
         default_factory=lambda: (

@@ -59,12 +59,16 @@ def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputF
                f"FROM read_parquet({lit}, file_row_number = true)")
     elif suffix in {".csv", ".tsv", ".txt"} or path.name.endswith(".csv.gz"):
         # Read once into a temporary table: the row-level checks then scan it, not the text.
+        # Row numbers are file line order only with a serial reader that keeps its order.
+        con.execute("SET preserve_insertion_order = true")
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {alias} AS SELECT *, row_number() OVER () "
                         f"AS __row FROM read_csv({lit}, header = true, all_varchar = true, "
                         f"auto_detect = true, parallel = false)")
         except duckdb.Error as exc:
             raise SchemaError(f"{path}: cannot be read as CSV: {exc}") from exc
+        finally:
+            con.execute("RESET preserve_insertion_order")
         sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
     elif suffix in {".vot", ".xml", ".votable"}:
         return open_arrow(con, read_votable(path), str(path), alias)
@@ -135,7 +139,7 @@ def column_expression(col_name: str, target: str, src: str | None, src_type: str
     else:
         raise SchemaError(f"{origin}: column {src!r}: expected {target}, found {src_type}")
     if target in FLOAT_TYPES:
-        value = f"CASE WHEN isnan({value}) THEN NULL ELSE {value} END"
+        value = f"nullif({value}, 'NaN'::DOUBLE)"  # DuckDB orders NaN equal to itself
     return f'{value} AS "{col_name}"'
 
 
@@ -165,23 +169,35 @@ def find_bad_casts(con: duckdb.DuckDBPyConnection, inp: InputFile, schema: Table
                               f"found {row[1]!r}")
 
 
-def check_values(con: duckdb.DuckDBPyConnection, table: str, schema: TableSchema,
-                 where: str = "TRUE") -> None:
-    """Required values present and finite; the first offending row is named."""
+def value_checks(schema: TableSchema) -> list[tuple[str, str, str]]:
+    """(column, SQL condition of a bad value, what is wrong) for every contract column."""
+    checks = []
     for col in schema.columns:
-        checks = []
         if not col.nullable:
-            checks.append((f'"{col.name}" IS NULL', "is empty but required"))
+            checks.append((col.name, f'"{col.name}" IS NULL', "is empty but required"))
         if col.type in FLOAT_TYPES:
-            checks.append((f'isinf("{col.name}")', "is infinite"))
-        for condition, what in checks:
-            row = first_row(con,
-                f'SELECT source_file, source_row, CAST("{col.name}" AS VARCHAR) FROM {table} '
-                f"WHERE ({where}) AND {condition} ORDER BY source_file, source_row LIMIT 1"
-            )
-            if row:
-                raise SchemaError(f"{row[0]}, row {row[1]}, column {col.name!r} {what} "
-                                  f"(value {row[2]!r})")
+            checks.append((col.name, f'isinf("{col.name}")', "is infinite"))
+    return checks
+
+
+def check_values(con: duckdb.DuckDBPyConnection, table: str, schema: TableSchema,
+                 where: str = "TRUE") -> int:
+    """Required values present and finite, all checks in one pass; returns the row count.
+
+    Only when a check fails is the table read again, to name the first offending row.
+    """
+    checks = value_checks(schema)
+    firsts = ", ".join(f"min(source_row) FILTER (WHERE {cond})" for _, cond, _ in checks)
+    row = first_row(con, f"SELECT count(*){', ' + firsts if firsts else ''} FROM {table} "
+                         f"WHERE {where}")
+    for (column, condition, what), first in zip(checks, row[1:], strict=True):
+        if first is not None:
+            bad = first_row(con, f'SELECT source_file, source_row, CAST("{column}" AS VARCHAR) '
+                                 f"FROM {table} WHERE ({where}) AND {condition} "
+                                 "ORDER BY source_row LIMIT 1")
+            raise SchemaError(f"{bad[0]}, row {bad[1]}, column {column!r} {what} "
+                              f"(value {bad[2]!r})")
+    return int(row[0])
 
 
 def create_staging(con: duckdb.DuckDBPyConnection, table: str) -> str:
@@ -210,29 +226,31 @@ def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile,
     generated = [f"{id_offset} + source_row AS {g.name}" if g.name == id_column else g.name
                  for g in schema.generated]
     # Parquet min/max statistics leave NaN out, and DuckDB's statistics propagation then
-    # folds isnan() to false: NaN would slip through as a value. Off for this insert only.
+    # folds the NaN test to false: NaN would slip through as a value. Off for this read only.
     con.execute("SET disabled_optimizers = 'statistics_propagation'")
     try:
         con.execute(f"INSERT INTO {staged} SELECT {', '.join(generated + exprs)} "
                     f"FROM ({inp.relation_sql})")
     finally:
         con.execute("RESET disabled_optimizers")
-    this_input = f"source_file = {sql_literal(origin)}"
-    count = int(scalar(con, f"SELECT count(*) FROM {staged} WHERE {this_input}"))
+    # Rows of one input are contiguous, so zone maps on source_file keep this to one pass
+    # over this input's rows.
+    count = check_values(con, staged, schema, where=f"source_file = {sql_literal(origin)}")
     if count == 0:
         raise SchemaError(f"{origin}: holds no data rows")
-    check_values(con, staged, schema, where=this_input)
     return count
 
 
 def open_arrow(con: duckdb.DuckDBPyConnection, table: pa.Table, origin: str, alias: str
                ) -> InputFile:
     """Expose an Arrow table (a TAP result, say) like a typed file named `origin`."""
-    con.register(alias, table)
+    types = {name: None for name in table.column_names}
+    numbered = table.append_column("__row", pa.array(np.arange(1, table.num_rows + 1)))
+    con.register(alias, numbered)
     lit = sql_literal(origin)
-    sql = (f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM "
-           f"(SELECT *, row_number() OVER () AS __row FROM {alias})")
-    types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {alias}").fetchall()}
+    sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
+    types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {alias}").fetchall()
+             if row[0] in types}
     return InputFile(path=Path(origin), relation_sql=sql, column_types=types, typed=True)
 
 
@@ -258,14 +276,17 @@ def check_unique(con: duckdb.DuckDBPyConnection, table: str, key: list[str], wha
                  where: str = "TRUE") -> None:
     """Duplicated keys are an error naming both rows: silently keeping one would hide bad input.
 
-    NULLs in a key column group together, as for a missing `obi`."""
+    NULLs in a key column group together, as for a missing `obi`. The first pass only counts
+    (an aggregate DuckDB can spill); the rows are looked up only for a duplicate found.
+    """
     cols = ", ".join(f'"{k}"' for k in key)
-    not_null = where
-    row = first_row(con,
-        f"SELECT {cols}, list(source_file || ' row ' || source_row ORDER BY source_file, "
-        f"source_row)[:2] FROM {table} WHERE {not_null} GROUP BY ALL HAVING count(*) > 1 "
-        f"ORDER BY min(source_file), min(source_row) LIMIT 1"
-    )
-    if row:
-        values = ", ".join(f"{k}={v!r}" for k, v in zip(key, row[:-1], strict=True))
-        raise SchemaError(f"duplicate {what} ({values}) at {' and '.join(row[-1])}")
+    duplicate = first_row(con, f"SELECT {cols} FROM {table} WHERE {where} GROUP BY ALL "
+                               f"HAVING count(*) > 1 LIMIT 1")
+    if duplicate is None:
+        return
+    match = " AND ".join(f'"{k}" IS NOT DISTINCT FROM ?' for k in key)
+    rows = con.execute(f"SELECT source_file || ' row ' || source_row FROM {table} "
+                       f"WHERE {match} ORDER BY source_file, source_row LIMIT 2",
+                       list(duplicate)).fetchall()
+    values = ", ".join(f"{k}={v!r}" for k, v in zip(key, duplicate, strict=True))
+    raise SchemaError(f"duplicate {what} ({values}) at {' and '.join(r[0] for r in rows)}")

@@ -28,7 +28,10 @@ def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConne
     if read_only and not path.exists():
         raise WarehouseError(f"no warehouse at {path}: run `xpipe warehouse` (or `make warehouse`)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    config: dict[str, str | int] = {"memory_limit": settings.memory_limit}
+    # Insertion order is never relied on (every output has explicit ids or ORDER BY), and
+    # keeping it costs memory on large inserts.
+    config: dict[str, str | int | bool] = {"memory_limit": settings.memory_limit,
+                                           "preserve_insertion_order": False}
     if settings.threads:
         config["threads"] = settings.threads
     try:

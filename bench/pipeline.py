@@ -1,0 +1,139 @@
+"""End-to-end scaling: simulate → warehouse → classify (incl. votes) → export, per size.
+
+Each stage runs as its own `xpipe` process, so its peak RSS (from wait4) is the stage's own;
+a thread samples the DuckDB spill directory for the largest spill. Usage:
+    python bench/pipeline.py [N ...]      # default: 100000 928280 1304376 10000000
+Results: bench/results/pipeline_<N>.json. Work files live in bench/work/ (git-ignored) and are
+deleted after each size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "work"
+XPIPE = [sys.executable, "-m", "xpipe.cli"]
+DEFAULT_SIZES = [100_000, 928_280, 1_304_376, 10_000_000]
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def run_stage(args: list[str], env: dict, spill_dir: Path) -> dict:
+    """Run one xpipe command; wall seconds, peak RSS and the largest spill seen while it ran."""
+    peak_spill = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_spill
+        while not done.is_set():
+            peak_spill = max(peak_spill, folder_bytes(spill_dir))
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    proc = subprocess.Popen([*XPIPE, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"xpipe {' '.join(args)} failed:\n{output[-3000:]}")
+    return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024,
+            "spill_bytes": peak_spill}
+
+
+def bench_size(n: int) -> dict:
+    work = WORK / f"n{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    warehouse = work / "xpipe.duckdb"
+    spill = work / "tmp"
+    env = {**os.environ, "XPIPE_WAREHOUSE": str(warehouse), "XPIPE_TEMP_DIR": str(spill),
+           "XPIPE_PROGRESS": "0"}
+    stages = {
+        "simulate": ["simulate", "--detections", str(n), "--seed", "1", "--out",
+                     str(work / "sim")],
+        "warehouse": ["warehouse", "--source", str(work / "sim" / "detections"), "--labels",
+                      str(work / "sim" / "simbad")],
+        "classify": ["classify"],
+        "export": ["export", "--out", str(work / "export"), "--format", "parquet"],
+    }
+    results = {}
+    for name, args in stages.items():
+        results[name] = run_stage(args, env, spill)
+        results[name]["rows_per_s"] = n / results[name]["seconds"]
+        print(f"  n={n:,} {name}: {results[name]['seconds']:.1f} s, "
+              f"{results[name]['peak_rss_bytes'] / 2**20:,.0f} MiB peak RSS", flush=True)
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    row = con.execute("SELECT row_counts, timings FROM meta.runs WHERE command = 'classify' "
+                      "AND status = 'ok' ORDER BY started_at DESC LIMIT 1").fetchall()[0]
+    con.close()
+    sizes = {"simulated_bytes": folder_bytes(work / "sim"),
+             "warehouse_bytes": warehouse.stat().st_size}
+    shutil.rmtree(work, ignore_errors=True)
+    return {"stages": results, "classify_substages_seconds": json.loads(row[1]),
+            "row_counts": json.loads(row[0]), **sizes}
+
+
+def linear_fit(ns: list[int], seconds: list[float]) -> dict:
+    """Slope of log(seconds) against log(N): 1 means time grows linearly with N."""
+    if len(ns) < 2:
+        return {}
+    slope, _ = np.polyfit(np.log(ns), np.log(seconds), 1)
+    per_row, intercept = np.polyfit(ns, seconds, 1)
+    return {"loglog_slope": float(slope), "seconds_per_million_rows": float(per_row * 1e6),
+            "intercept_seconds": float(intercept)}
+
+
+def main(sizes: list[int]) -> None:
+    totals = []
+    for n in sizes:
+        result = bench_size(n)
+        stages = result["stages"]
+        total = sum(s["seconds"] for s in stages.values() if s is not stages["simulate"])
+        totals.append(total)
+        payload = {
+            "n": n,
+            "parameters": {"memory_limit": os.environ.get("XPIPE_MEMORY_LIMIT", "2GB"),
+                           "chunk_rows": int(os.environ.get("XPIPE_CHUNK_ROWS", "500000"))},
+            "seconds": {k: v["seconds"] for k, v in stages.items()},
+            "seconds_pipeline_total": total,
+            "rows_per_s": n / total,
+            "peak_rss_bytes": max(s["peak_rss_bytes"] for s in stages.values()),
+            "spill_bytes": max(s["spill_bytes"] for s in stages.values()),
+            **result,
+        }
+        path = write_result(f"pipeline_{n}", payload)
+        print(f"{path}: {total:.1f} s without simulation, {n / total:,.0f} rows/s, "
+              f"peak RSS {payload['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
+    fit = linear_fit(sizes, totals)
+    if fit:
+        write_result("pipeline_scaling", {"n": sizes, "seconds": totals,
+                                          "rows_per_s": [n / t for n, t in zip(sizes, totals,
+                                                                                strict=True)],
+                                          "peak_rss_bytes": None, "fit": fit})
+        print(f"scaling: log-log slope {fit['loglog_slope']:.2f}, "
+              f"{fit['seconds_per_million_rows']:.1f} s per million detections")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or DEFAULT_SIZES)
