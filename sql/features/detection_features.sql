@@ -1,5 +1,6 @@
--- The 12 features of METHOD §2 for every detection, and the paper's selection and cleaning.
--- Ratios with a zero or null denominator are NULL (never inf), so such detections are dropped.
+-- The 12 features of METHOD §2 for the detections that pass the paper's selection, and the
+-- cleaning. Ratios with a zero or null denominator are NULL (never inf), so such detections are
+-- dropped. Only selected detections are kept: at catalogue scale they are ~4 % of the rows.
 WITH detections AS (
     SELECT * FROM model.stg_detections
 ),
@@ -57,9 +58,10 @@ flagged AS (
 
 final AS (
     SELECT
-        *,
-        is_selected AND has_all_features AND in_log_domain AS is_clean
+        * EXCLUDE (is_selected),
+        has_all_features AND in_log_domain AS is_clean
     FROM flagged
+    WHERE is_selected
 )
 
 SELECT * FROM final

@@ -79,9 +79,9 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> 
 
 def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> None:
     """Stop with the selection's numbers when too few detections are left to cluster."""
-    total, selected, clean = first_row(con, "SELECT count(*), count(*) FILTER (WHERE is_selected),"
-                                       " count(*) FILTER (WHERE is_clean) "
-                                       "FROM model.detection_features")
+    total = scalar(con, "SELECT count(*) FROM model.stg_detections")
+    selected, clean = first_row(con, "SELECT count(*), count(*) FILTER (WHERE is_clean) "
+                                     "FROM model.detection_features")
     if clean < max(params.n_components, 2):
         raise RuntimeError(
             f"only {clean} cleaned detections ({selected} of {total} pass the selection "
@@ -90,16 +90,21 @@ def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyPar
             f"features): too few for a {params.n_components}-component mixture")
 
 
+def fit_sample_query(params: ClassifyParams, n_clean: int, columns: str) -> str:
+    """The rows the mixture is fitted on: every cleaned detection, or above `fit_sample_size` a
+    seeded sample that does not depend on ingest order (`xpipe bic`/`stability` reuse it)."""
+    if params.fit_sample_size is None or n_clean <= params.fit_sample_size:
+        return f"SELECT {columns} FROM model.scaled_features ORDER BY det_id"
+    return (f"SELECT {columns} FROM model.scaled_features ORDER BY hash(det_id, "
+            f"{int(params.random_state)}), det_id LIMIT {int(params.fit_sample_size)}")
+
+
 def fit_clusters(con: duckdb.DuckDBPyConnection, params: ClassifyParams, run_id: str
                  ) -> MixtureParams:
     """Fit on all cleaned detections, or a seeded, ingest-order-independent sample of them."""
     cols = ", ".join(f'"{f}"' for f in feature_names())
-    n_clean = scalar(con, "SELECT count(*) FROM model.scaled_features")
-    if params.fit_sample_size is None or n_clean <= params.fit_sample_size:
-        query = f"SELECT {cols} FROM model.scaled_features ORDER BY det_id"
-    else:
-        query = (f"SELECT {cols} FROM model.scaled_features ORDER BY hash(det_id, "
-                 f"{int(params.random_state)}), det_id LIMIT {int(params.fit_sample_size)}")
+    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
+    query = fit_sample_query(params, n_clean, cols)
     mixture = fit_mixture(_features(con.sql(query).pl()), params.n_components,
                           params.random_state)
     con.execute("CREATE OR REPLACE TABLE model.gmm_components (run_id VARCHAR, component INTEGER, "
@@ -213,8 +218,8 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows at each stage: pulled → selected → cleaned → labeled → classified → sources."""
     one = first_row(con, """
         SELECT
+            (SELECT count(*) FROM model.stg_detections),
             (SELECT count(*) FROM model.detection_features),
-            (SELECT count(*) FROM model.detection_features WHERE is_selected),
             (SELECT count(*) FROM model.detection_features WHERE is_clean),
             (SELECT count(*) FROM model.detection_roles WHERE role = 'reference'),
             (SELECT count(*) FROM model.detection_roles WHERE role = 'target'),

@@ -22,7 +22,7 @@ import duckdb
 import yaml
 
 from xpipe.resources import sql_dir
-from xpipe.warehouse import drop_relation, scalar, sql_literal
+from xpipe.warehouse import drop_relation, first_row, scalar, sql_literal
 
 LAYERS = ("seeds", "staging", "features", "labels", "classify", "votes", "validation")
 
@@ -136,17 +136,11 @@ def _quote(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
-def check_queries(model: Model) -> list[tuple[str, str]]:
-    """(description, SQL counting violating rows) for every declared check."""
-    t, checks, out = model.name, model.checks, []
+def row_conditions(model: Model) -> list[tuple[str, str]]:
+    """(description, SQL condition true on a violating row) for every row-level check."""
+    checks, out = model.checks, []
     for col in checks.get("not_null", []):
-        out.append((f"{col} not null", f"SELECT count(*) FROM {t} WHERE {_quote(col)} IS NULL"))
-    for col in checks.get("unique", []):
-        cols = col if isinstance(col, list) else [col]
-        key = ", ".join(_quote(c) for c in cols)
-        out.append((f"{'+'.join(cols)} unique",
-                    f"SELECT count(*) FROM (SELECT {key} FROM {t} GROUP BY ALL "
-                    f"HAVING count(*) > 1)"))
+        out.append((f"{col} not null", f"{_quote(col)} IS NULL"))
     for rng in checks.get("accepted_range", []):
         where = rng.get("where", "TRUE")
         for col in rng["columns"]:
@@ -156,28 +150,44 @@ def check_queries(model: Model) -> list[tuple[str, str]]:
             if "max" in rng:
                 conds.append(f"{_quote(col)} > {rng['max']}")
             out.append((f"{col} in [{rng.get('min', '-inf')}, {rng.get('max', 'inf')}]",
-                        f"SELECT count(*) FROM {t} WHERE ({where}) AND ({' OR '.join(conds)})"))
+                        f"({where}) AND ({' OR '.join(conds)})"))
     for acc in checks.get("accepted_values", []):
         values = ", ".join(sql_literal(v) for v in acc["values"])
         out.append((f"{acc['column']} in {acc['values']}",
-                    f"SELECT count(*) FROM {t} WHERE {_quote(acc['column'])} NOT IN ({values})"))
+                    f"{_quote(acc['column'])} NOT IN ({values})"))
     for total in checks.get("sum_to_one", []):
         cols = " + ".join(_quote(c) for c in total["columns"])
         out.append((f"{total['name']} sum to 1 within {total['tolerance']}",
-                    f"SELECT count(*) FROM {t} WHERE ({total.get('where', 'TRUE')}) "
-                    f"AND abs(({cols}) - 1) > {total['tolerance']}"))
+                    f"({total.get('where', 'TRUE')}) AND abs(({cols}) - 1) > "
+                    f"{total['tolerance']}"))
     for expr in checks.get("expression", []):
-        out.append((expr["name"],
-                    f"SELECT count(*) FROM {t} WHERE NOT coalesce(({expr['condition']}), FALSE)"))
+        out.append((expr["name"], f"NOT coalesce(({expr['condition']}), FALSE)"))
+    return out
+
+
+def check_queries(model: Model) -> list[tuple[list[str], str]]:
+    """(descriptions, SQL) pairs: the row-level checks share one scan returning one count per
+    check; each unique key needs its own grouping."""
+    t, out = model.name, []
+    conditions = row_conditions(model)
+    if conditions:
+        counts = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in conditions)
+        out.append(([d for d, _ in conditions], f"SELECT {counts} FROM {t}"))
+    for col in model.checks.get("unique", []):
+        cols = col if isinstance(col, list) else [col]
+        key = ", ".join(_quote(c) for c in cols)
+        out.append(([f"{'+'.join(cols)} unique"],
+                    f"SELECT count(*) FROM (SELECT {key} FROM {t} GROUP BY ALL "
+                    f"HAVING count(*) > 1)"))
     return out
 
 
 def run_checks(con: duckdb.DuckDBPyConnection, model: Model) -> None:
     failures = []
-    for description, query in check_queries(model):
-        bad = scalar(con, query)
-        if bad:
-            failures.append(f"{description}: {bad} row(s) fail")
+    for descriptions, query in check_queries(model):
+        counts = first_row(con, query) or ()
+        failures += [f"{d}: {bad} row(s) fail" for d, bad in zip(descriptions, counts,
+                                                                   strict=True) if bad]
     if failures:
         raise ModelCheckError(f"model {model.name} ({model.grain}) failed its checks: "
                               + "; ".join(failures))
