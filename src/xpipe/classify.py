@@ -32,7 +32,7 @@ class ClassifyParams:
     require_spectral_fits: bool = True
     n_components: int = 6
     random_state: int = 42
-    fit_sample_size: int | None = 1_000_000  # mixture fitted on a seeded sample above this
+    fit_sample_size: int | None = 100_000  # bench/results/clustering_sample_size.json
     min_references: int = 12
 
     def sql_variables(self) -> dict[str, object]:
