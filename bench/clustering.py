@@ -18,9 +18,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from sklearn.metrics import adjusted_rand_score
-
 from common import write_result
+from sklearn.metrics import adjusted_rand_score
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work" / "clustering"

@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-
 from common import median, peak_rss_bytes, timed, write_result
 
 N_FEATURES, N_CLASSES, N_CLUSTERS = 12, 10, 6

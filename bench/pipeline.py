@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-
 from factories import detections_frame, simbad_frame
 
 

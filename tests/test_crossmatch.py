@@ -7,7 +7,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
-
 from factories import detections_frame
 
 

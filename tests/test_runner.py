@@ -77,6 +77,6 @@ def test_checks_fail_with_counts(con, checks, message) -> None:
         with pytest.raises(duckdb.Error):
             run_checks(con, _model(**checks))
         return
-    with pytest.raises(ModelCheckError, match="results.t .one row per thing. failed") as err:
+    with pytest.raises(ModelCheckError, match=r"results\.t \(one row per thing\) failed") as err:
         run_checks(con, _model(**checks))
     assert message in str(err.value)

@@ -1,4 +1,5 @@
-"""The class list and feature order, read from the seeds the SQL models use (one source of truth)."""
+"""The class list and feature order, read from the seeds the SQL models use (one source of
+truth)."""
 
 from __future__ import annotations
 

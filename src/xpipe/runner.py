@@ -118,7 +118,8 @@ def load_macros(con: duckdb.DuckDBPyConnection) -> None:
 def build(con: duckdb.DuckDBPyConnection, model: Model) -> None:
     """Materialise one model (seeds, SQL tables and views; python models are written elsewhere)."""
     if model.materialized == "seed":
-        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in (model.seed_columns or {}).items()) + "}"
+        pairs = (model.seed_columns or {}).items()
+        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in pairs) + "}"
         con.execute(f"CREATE OR REPLACE TABLE {model.name} AS SELECT * FROM read_csv("
                     f"{sql_literal(model.seed_path)}, header = true, columns = {columns}, "
                     f"quote = '\"', escape = '\"', auto_detect = false)")

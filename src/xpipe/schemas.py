@@ -71,7 +71,8 @@ def load_schema(table: str) -> TableSchema:
     )
 
 
-def resolve_columns(schema: TableSchema, available: list[str], origin: str) -> dict[str, str | None]:
+def resolve_columns(schema: TableSchema, available: list[str], origin: str
+                    ) -> dict[str, str | None]:
     """Map each contract column to the input column that provides it (by name or alias).
 
     Matching is case-insensitive, as VOTable and CSV producers differ in case. A missing required
