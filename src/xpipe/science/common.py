@@ -1,0 +1,90 @@
+"""What the science commands share: the stored classification they start from, the fit sample,
+mixture fits that report (rather than raise on) non-convergence, and writing checked tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import duckdb
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+from sklearn.mixture import GaussianMixture
+
+from xpipe.classes import feature_names
+from xpipe.classify import ClassifyParams, check_python_model, fit_sample_query
+from xpipe.clustering import MixtureParams
+from xpipe.warehouse import WarehouseError, first_row, require_tables, scalar, table_exists
+
+F64 = NDArray[np.float64]
+
+CLASSIFIED_TABLES = ["model.scaled_features", "model.detection_roles", "model.detection_cluster",
+                     "model.gmm_components", "results.detection_class", "results.source_class"]
+
+
+def require_classified(con: duckdb.DuckDBPyConnection) -> None:
+    """Stop with the command to run when the warehouse holds no classification yet."""
+    require_tables(con, ["raw.detections"], "load a catalogue first with `xpipe warehouse`")
+    require_tables(con, CLASSIFIED_TABLES, "run `xpipe classify` first")
+
+
+def classify_run_id(con: duckdb.DuckDBPyConnection) -> str:
+    """The run that fitted the stored clustering: what every science output is computed for."""
+    return str(scalar(con, "SELECT any_value(run_id) FROM model.gmm_components"))
+
+
+def classify_params(con: duckdb.DuckDBPyConnection) -> ClassifyParams:
+    """The parameters of the classification stored in the warehouse (from meta.runs)."""
+    row = first_row(con, "SELECT params FROM meta.runs WHERE run_id = ?", [classify_run_id(con)])
+    if row is None:
+        raise WarehouseError("meta.runs has no record of the stored classification: "
+                             "run `xpipe classify` again")
+    stored = json.loads(row[0]) if isinstance(row[0], str) else dict(row[0])
+    known = {f.name for f in fields(ClassifyParams)}
+    return ClassifyParams(**{k: v for k, v in stored.items() if k in known})
+
+
+def feature_columns(prefix: str = "") -> str:
+    return ", ".join(f'{prefix}"{f}"' for f in feature_names())
+
+
+def features_of(frame: pl.DataFrame) -> F64:
+    return frame.select(feature_names()).to_numpy().astype(np.float64, copy=False)
+
+
+def fit_sample(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> F64:
+    """The scaled features `xpipe classify` fits its mixture on, for these parameters."""
+    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
+    return features_of(con.sql(fit_sample_query(params, n_clean, feature_columns())).pl())
+
+
+def fit_gmm(x: F64, n_components: int, random_state: int) -> tuple[GaussianMixture, MixtureParams]:
+    """The method's mixture (full covariances) for any K and seed; convergence is left to the
+    caller to report, since a curve over many K should not stop at one slow fit."""
+    model = GaussianMixture(n_components=n_components, covariance_type="full",
+                            random_state=random_state).fit(x)
+    return model, MixtureParams(model.weights_, model.means_, model.covariances_)
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Replace `table` by `frame` and enforce the checks of its `materialized: python` sidecar."""
+    con.register("__science_frame", frame.to_arrow())
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __science_frame")
+    finally:
+        con.unregister("__science_frame")
+    check_python_model(con, table)
+
+
+def stored_run_id(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
+    """The classification an analysis table was computed for, or None when it does not exist."""
+    if not table_exists(con, table):
+        return None
+    row = first_row(con, f"SELECT any_value(classify_run_id) FROM {table}")
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def is_current(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """True when `table` exists and was computed for the classification stored now."""
+    return stored_run_id(con, table) == classify_run_id(con)

@@ -1,0 +1,225 @@
+"""`xpipe stability`: how much the classification depends on the clustering's seed and K.
+
+Each alternative (other seeds at the stored K; K = 5 and 7 at the stored seed; and the stored
+K and seed refitted, the control that measures numerical noise alone) reruns what `xpipe
+classify` does after the SQL models — fit on the same sample rule, assign every cleaned
+detection, reference statistics, kernel — in memory, and the same voting SQL in an in-memory
+DuckDB. The stored results are never written; only the summary (results.stability) is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+
+import duckdb
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
+
+from xpipe.classes import class_names, feature_names
+from xpipe.classify import ClassifyParams, create_detection_class, probability_frame
+from xpipe.clustering import MixtureParams, assign_clusters
+from xpipe.kernel import MahalanobisSoftmin
+from xpipe.progress import progress_bar
+from xpipe.runner import load_macros, run_models
+from xpipe.runs import RunRecorder, recorded_run
+from xpipe.science.common import (
+    classify_params,
+    classify_run_id,
+    feature_columns,
+    features_of,
+    fit_gmm,
+    fit_sample,
+    insert_frame,
+    require_classified,
+)
+from xpipe.science.validation import class_codes
+from xpipe.warehouse import connect_memory, transaction
+
+UNCLASSIFIED = "unclassified"
+AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True)
+class StabilityParams:
+    seeds: tuple[int, ...] = ()  # empty: the three seeds after the stored one
+    ks: tuple[int, ...] = (5, 7)
+    control: bool = True  # also refit the stored K and seed
+
+
+@dataclass(frozen=True)
+class Alternative:
+    label: str
+    n_components: int
+    random_state: int
+    is_control: bool = False
+
+
+def alternatives(stored: ClassifyParams, params: StabilityParams) -> list[Alternative]:
+    """The clusterings to compare with the stored one, the control first."""
+    seeds = params.seeds or tuple(stored.random_state + i for i in (1, 2, 3))
+    out = []
+    if params.control:
+        out.append(Alternative(f"refit K={stored.n_components}, seed {stored.random_state}",
+                               stored.n_components, stored.random_state, is_control=True))
+    out += [Alternative(f"seed {s}", stored.n_components, s)
+            for s in seeds if s != stored.random_state]
+    out += [Alternative(f"K={k}", k, stored.random_state)
+            for k in params.ks if k != stored.n_components]
+    return out
+
+
+def master_labels(source_class: pl.DataFrame) -> pl.DataFrame:
+    """name → the fine and aggregated master class, 'ambiguous' where the votes disagree."""
+    return source_class.select(
+        "name",
+        fine=pl.when(pl.col("is_unique")).then(pl.col("master_class")).otherwise(pl.lit(AMBIGUOUS)),
+        agg=pl.when(pl.col("is_unique")).then(pl.col("agg_master_class"))
+        .otherwise(pl.lit(AMBIGUOUS)),
+    )
+
+
+def changed_fractions(stored: pl.DataFrame, alternative: pl.DataFrame) -> tuple[float, float]:
+    """Fractions of the stored sources whose fine / aggregated master class differs in the
+    alternative ('ambiguous' and 'unclassified' count as classes, so losing a class counts)."""
+    if stored.is_empty():
+        return 0.0, 0.0
+    joined = master_labels(stored).join(master_labels(alternative), on="name", how="left",
+                                        suffix="_alt").fill_null(UNCLASSIFIED)
+    return (float((joined["fine"] != joined["fine_alt"]).mean()),
+            float((joined["agg"] != joined["agg_alt"]).mean()))
+
+
+def vote_in_memory(detection_class: pl.DataFrame) -> pl.DataFrame:
+    """results.source_class for a per-detection table, by the warehouse's own voting SQL run in
+    an in-memory DuckDB (nothing in the warehouse is touched)."""
+    con = connect_memory()
+    try:
+        load_macros(con)
+        run_models(con, layers=["seeds"])
+        create_detection_class(con)
+        if detection_class.height:
+            con.register("__alt", detection_class.to_arrow())
+            con.execute("INSERT INTO results.detection_class BY NAME SELECT * FROM __alt")
+        run_models(con, names=["results.source_class_probs", "results.source_class"])
+        return con.sql("SELECT * FROM results.source_class").pl()
+    finally:
+        con.close()
+
+
+def _chunks(con: duckdb.DuckDBPyConnection, columns: str, role_filter: str, chunk_rows: int
+            ) -> Iterator[pl.DataFrame]:
+    query = (f"SELECT s.det_id, f.name, f.obsid, f.ra, f.dec, r.role, r.label_class, {columns} "
+             "FROM model.scaled_features AS s JOIN model.detection_roles AS r USING (det_id) "
+             f"JOIN model.detection_features AS f USING (det_id) WHERE {role_filter} "
+             "ORDER BY s.det_id")
+    reader = con.sql(query).to_arrow_reader(batch_size=chunk_rows)
+    for batch in reader:
+        yield pl.from_arrow(batch)
+
+
+def rerun_classification(con: duckdb.DuckDBPyConnection, mixture: MixtureParams,
+                         min_references: int, chunk_rows: int
+                         ) -> tuple[NDArray[np.int64], pl.DataFrame]:
+    """Clusters of every cleaned detection (det_id order) and the detection_class rows the
+    kernel gives the targets under this mixture: classify's steps, in two streamed passes."""
+    cols = feature_columns("s.")
+    kernel = MahalanobisSoftmin(mixture.n_components, len(class_names()), len(feature_names()),
+                                min_references)
+    kernel.fit(np.empty((0, len(feature_names()))), np.empty(0, int), np.empty(0, int))
+    clusters, is_target = [], []
+    for frame in _chunks(con, cols, "TRUE", chunk_rows):
+        x = features_of(frame)
+        labels = assign_clusters(x, mixture)
+        clusters.append(labels)
+        is_target.append((frame["role"] == "target").to_numpy())
+        refs = (frame["role"] == "reference").to_numpy()
+        if refs.any():
+            kernel.partial_fit(x[refs], class_codes(frame["label_class"].filter(refs)),
+                               labels[refs])
+    all_clusters = np.concatenate(clusters) if clusters else np.empty(0, np.int64)
+    target_clusters = all_clusters[np.concatenate(is_target)] if clusters else all_clusters
+    targets, offset = [], 0
+    for frame in _chunks(con, cols, "r.role = 'target'", chunk_rows):
+        labels = target_clusters[offset:offset + len(frame)]
+        offset += len(frame)
+        frame = frame.with_columns(cluster=pl.Series(labels, dtype=pl.Int32))
+        targets.append(probability_frame(frame, kernel.predict_proba(features_of(frame),
+                                                                     labels)))
+    return all_clusters, pl.concat(targets) if targets else pl.DataFrame()
+
+
+def stored_clusters(con: duckdb.DuckDBPyConnection) -> NDArray[np.int64]:
+    return con.sql("SELECT c.cluster FROM model.scaled_features AS s "
+                   "JOIN model.detection_cluster AS c USING (det_id) ORDER BY s.det_id"
+                   ).pl()["cluster"].to_numpy()
+
+
+def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alternative,
+            reference_clusters: NDArray[np.int64], stored_sources: pl.DataFrame,
+            chunk_rows: int) -> dict[str, object]:
+    """Refit one alternative and measure how far its clustering and master classes move."""
+    params = replace(stored, n_components=alt.n_components, random_state=alt.random_state)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model, mixture = fit_gmm(fit_sample(con, params), alt.n_components, alt.random_state)
+        clusters, detection_class = rerun_classification(con, mixture, stored.min_references,
+                                                         chunk_rows)
+    sources = vote_in_memory(detection_class)
+    fine, agg = changed_fractions(stored_sources, sources)
+    return {
+        "alternative": alt.label, "n_components": alt.n_components,
+        "random_state": alt.random_state, "is_control": alt.is_control,
+        "converged": bool(model.converged_),
+        "adjusted_rand_index": float(adjusted_rand_score(reference_clusters, clusters)),
+        "n_detections": len(clusters), "n_sources": stored_sources.height,
+        "fine_changed_fraction": fine, "agg_changed_fraction": agg,
+        "unique_fraction": float(sources["is_unique"].mean()) if sources.height else 0.0,
+    }
+
+
+@dataclass(frozen=True)
+class StabilityResult:
+    run: RunRecorder
+    table: pl.DataFrame  # results.stability
+
+
+def run_stability(con: duckdb.DuckDBPyConnection, params: StabilityParams, chunk_rows: int
+                  ) -> StabilityResult:
+    require_classified(con)
+    stored = classify_params(con)
+    classify_run = classify_run_id(con)
+    alts = alternatives(stored, params)
+    if not alts:
+        raise ValueError("no alternative clustering to compare: give other --seeds or --k")
+    with recorded_run(con, "stability", {**asdict(params), "classify_run_id": classify_run}
+                      ) as run:
+        reference_clusters = stored_clusters(con)
+        stored_sources = con.sql("SELECT name, is_unique, master_class, agg_master_class "
+                                 "FROM results.source_class").pl()
+        rows = []
+        with run.stage("refit"), progress_bar("stability refits", total=len(alts),
+                                               unit="fits") as bar:
+            for alt in alts:
+                rows.append(compare(con, stored, alt, reference_clusters, stored_sources,
+                                    chunk_rows))
+                bar.update(1)
+        table = pl.DataFrame(rows).with_columns(
+            run_id=pl.lit(run.run_id), classify_run_id=pl.lit(classify_run),
+            n_components=pl.col("n_components").cast(pl.Int32))
+        with run.stage("store"), transaction(con):
+            insert_frame(con, "results.stability", table)
+        run.count("alternatives", len(rows))
+    return StabilityResult(run, table)
+
+
+def stability_text(table: pl.DataFrame) -> str:
+    lines = [f"{'alternative':<24} {'ARI':>6} {'fine changed':>13} {'agg changed':>12}"]
+    for row in table.iter_rows(named=True):
+        note = "" if row["converged"] else "  (not converged)"
+        lines.append(f"{row['alternative']:<24} {row['adjusted_rand_index']:>6.3f} "
+                     f"{row['fine_changed_fraction']:>13.1%} {row['agg_changed_fraction']:>12.1%}"
+                     f"{note}")
+    return "\n".join(lines)
