@@ -70,7 +70,10 @@ def squared_mahalanobis(x: F64, means: F64, factors: F64, block_rows: int = 8192
     for start in range(0, len(x), block_rows):
         block = x[start:start + block_rows]
         projected = buffer[:len(block)]
-        np.matmul(block, stacked, out=projected)
+        # einsum, not BLAS: a row's result must not depend on the rows around it (BLAS picks
+        # other micro-kernels for edge tiles), so a frozen model gives any detection exactly the
+        # probabilities the batch run gave it; einsum is as fast here (K·f is small).
+        np.einsum("nf,fj->nj", block, stacked, out=projected)
         projected -= projected_means
         grouped = projected.reshape(len(block), n_classes, n_features)
         out[start:start + len(block)] = np.einsum("nkf,nkf->nk", grouped, grouped)
@@ -129,9 +132,9 @@ class MahalanobisSoftmin:
         f = self.n_features
         self.counts_ = np.array([[m.n for m in row] for row in self._moments]).reshape(shape)
         self.usable_ = self.counts_ >= max(self.min_references, 2)
-        self.means_ = np.zeros(shape + (f,))
-        self.pinv_ = np.zeros(shape + (f, f))
-        self.factors_ = np.zeros(shape + (f, f))
+        self.means_ = np.zeros((*shape, f))
+        self.pinv_ = np.zeros((*shape, f, f))
+        self.factors_ = np.zeros((*shape, f, f))
         for c, k in zip(*np.nonzero(self.usable_), strict=True):
             moments = self._moments[c][k]
             self.means_[c, k] = moments.mean
