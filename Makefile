@@ -5,13 +5,22 @@ PY         := $(VENV)/bin/python
 XPIPE      := $(VENV)/bin/xpipe
 STAMP      := $(VENV)/.installed-stamp
 
-# The catalogue `make warehouse` loads: sim (a simulated CSC 2.0-sized catalogue).
-CATALOG    ?= sim
+# The catalogue `make warehouse` loads: csc20 (the paper's catalogue, over TAP; needs the
+# network), csc21, sim (a simulated CSC 2.0-sized catalogue, what `make demo` uses) or a file.
+CATALOG    ?= csc20
 DETECTIONS ?= 928280
 SEED       ?= 42
 export XPIPE_WAREHOUSE ?= warehouse/xpipe.duckdb
+# CATALOG=csc20|csc21 pulls from the CSC TAP service; TAP_URL / SIMBAD_TAP_URL point the pull and
+# the cross-match elsewhere (e.g. the local DaCHS of `make dachs-serve`: TAP_URL=$(DACHS_URL)).
+TAP_URL    ?=
+SIMBAD_TAP_URL ?= $(TAP_URL)
+DACHS      := bash tests/services/dachs/dachs.sh
+DACHS_URL  := http://127.0.0.1:8086/tap
+DACHS_SIM  ?= warehouse/dachs/sim
+DACHS_SCHEMAS ?= csc2 csc21
 
-.PHONY: install warehouse classify demo test lint clean
+.PHONY: install warehouse classify demo test lint clean bench bench-kernel bench-pipeline dachs-serve dachs-stop test-services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,21 +33,70 @@ install: $(STAMP)
 warehouse: $(STAMP)
 ifeq ($(CATALOG),sim)
 	$(XPIPE) warehouse --source sim --detections $(DETECTIONS) --seed $(SEED)
+else ifneq ($(filter csc20 csc21,$(CATALOG)),)
+	$(XPIPE) warehouse --source $(CATALOG) $(if $(TAP_URL),--tap-url $(TAP_URL))
+	$(XPIPE) crossmatch $(if $(SIMBAD_TAP_URL),--tap-url $(SIMBAD_TAP_URL))
 else
 	$(XPIPE) warehouse --source $(CATALOG)
 endif
+
+## a local GAVO DaCHS TAP server (root; apt-get) serving a simulated catalogue of DETECTIONS
+## rows as CSC tables csc2/csc21 and SIMBAD's basic: then `make warehouse CATALOG=csc20
+## TAP_URL=http://127.0.0.1:8086/tap`
+dachs-serve: $(STAMP)
+	$(DACHS) install
+	$(DACHS) start
+	rm -rf $(DACHS_SIM)
+	$(XPIPE) simulate --detections $(DETECTIONS) --seed $(SEED) --out $(DACHS_SIM)
+	$(DACHS) load $(DACHS_SIM) $(DACHS_SCHEMAS)
+
+dachs-stop:
+	$(DACHS) stop
+
+## the service tests against a local DaCHS (installed and started here, stopped afterwards)
+test-services: $(STAMP)
+	$(DACHS) install
+	$(DACHS) start
+	rm -rf warehouse/dachs/test-sim
+	$(XPIPE) simulate --detections 4000 --seed 7 --out warehouse/dachs/test-sim > /dev/null
+	$(DACHS) load warehouse/dachs/test-sim csc2 csc21
+	XPIPE_TAP_TEST_URL=$(DACHS_URL) XPIPE_TAP_TEST_SIM=$(CURDIR)/warehouse/dachs/test-sim \
+	  $(PY) -m pytest -m services tests/services; rc=$$?; $(DACHS) stop; exit $$rc
 
 classify: $(STAMP)
 	$(XPIPE) classify
 
 ## simulate a CSC 2.0-sized catalogue, load it, classify it and print a summary
-demo: warehouse classify
+demo: $(STAMP)
+	$(MAKE) --no-print-directory warehouse CATALOG=sim
+	$(MAKE) --no-print-directory classify
+
+## the HTML report of the stored run (after `make demo`): runs `xpipe bic`, `validate` and
+## `stability` first unless their results are current, then writes $(REPORT)
+REPORT     ?= report.html
+.PHONY: report
+report: $(STAMP)
+	$(XPIPE) bic --skip-if-current
+	$(XPIPE) validate --skip-if-current
+	$(XPIPE) stability --skip-if-current
+	$(XPIPE) report --out $(REPORT)
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+## benchmarks: JSON per benchmark under bench/results/, plus bench/results/SUMMARY.md
+BENCH_SIZES ?= 100000 928280 1304376 10000000
+bench: bench-kernel bench-pipeline
+	$(PY) bench/summarize.py
+
+bench-kernel: $(STAMP)
+	$(PY) bench/kernel.py
+
+bench-pipeline: $(STAMP)
+	$(PY) bench/pipeline.py $(BENCH_SIZES)
 
 clean:
 	rm -rf warehouse/xpipe.duckdb warehouse/xpipe.duckdb.wal warehouse/sim warehouse/tmp

@@ -26,7 +26,7 @@ def detections_frame(n: int = 20, seed: int = 0) -> pl.DataFrame:
         flux_significance_b=rng.uniform(3, 20, n),
         hard_hm=rng.uniform(-1, 1, n),
     )
-    ordered = [c.name for c in load_schema("raw.detections").columns]
+    ordered = [c.name for c in load_schema("raw.detections").columns if c.name in data]
     return pl.DataFrame(data).select(ordered)
 
 

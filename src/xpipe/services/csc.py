@@ -1,0 +1,156 @@
+"""The Chandra Source Catalog TAP services: configuration, pages and the detection query.
+
+METHOD §1: each detection (observation_source) reaches its master source through the stack
+tables, and the paper's query returns the master source's name and position with it. The
+CSC services have no ADQL geometry, so pages are RA/Dec boxes written as plain comparisons
+on the master position; a box contains every detection of each master source inside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field, replace
+
+from xpipe.schemas import load_schema
+from xpipe.services.tap import RetryPolicy, TapSettings
+
+MIN_BOX_DEG = 1e-4  # below this (0.36″) a box holds one source: split by obsid instead
+OBSID_END = 2**31
+
+
+@dataclass(frozen=True)
+class CscConfig:
+    """One CSC release's service, and how the pull pages it."""
+
+    release: str  # csc20 | csc21: what the user names
+    url: str
+    schema: str  # csc2 | csc21: the ADQL schema of the tables
+    timeout_s: float = 300.0
+    row_limit: int = 50_000  # MAXREC of a page; a page counted above it is split unfetched
+    sync_row_limit: int = 10_000  # pages with more rows run as async jobs
+    band_deg: float = 2.0  # top-level pages: Dec bands this wide
+    job_timeout_s: float = 3600.0
+    poll_s: float = 2.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def tap(self) -> TapSettings:
+        return TapSettings(url=self.url, timeout_s=self.timeout_s,
+                           job_timeout_s=self.job_timeout_s, poll_s=self.poll_s,
+                           retry=self.retry)
+
+    def with_url(self, url: str | None) -> CscConfig:
+        return self if not url else replace(self, url=url)
+
+
+CSC_RELEASES: dict[str, CscConfig] = {
+    "csc20": CscConfig("csc20", "http://cda.cfa.harvard.edu/csc2tap", "csc2"),
+    "csc21": CscConfig("csc21", "http://cda.cfa.harvard.edu/csc21tap", "csc21"),
+}
+
+# Columns of raw.detections that come from the master source rather than the detection.
+MASTER_COLUMNS = ("name", "ra", "dec")
+STACK_COLUMNS = ("detect_stack_id",)
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+@dataclass(frozen=True)
+class Box:
+    """dec in [dec_lo, dec_hi), ra in [ra_lo, ra_hi) of the master position (an edge at +90
+    or 360 is closed), and obsid in [obsid_lo, obsid_hi): a single source with more
+    detections than a page holds is paged by observation."""
+
+    dec_lo: float
+    dec_hi: float
+    ra_lo: float = 0.0
+    ra_hi: float = 360.0
+    obsid_lo: int = 0
+    obsid_hi: int = OBSID_END
+
+    def where(self) -> str:
+        dec_op = "<=" if self.dec_hi >= 90.0 else "<"
+        ra_op = "<=" if self.ra_hi >= 360.0 else "<"
+        parts = [f"m.dec >= {_fmt(self.dec_lo)}", f"m.dec {dec_op} {_fmt(self.dec_hi)}"]
+        if self.ra_lo > 0.0 or self.ra_hi < 360.0:
+            parts += [f"m.ra >= {_fmt(self.ra_lo)}", f"m.ra {ra_op} {_fmt(self.ra_hi)}"]
+        if self.obsid_lo > 0 or self.obsid_hi < OBSID_END:
+            parts += [f"o.obsid >= {self.obsid_lo}", f"o.obsid < {self.obsid_hi}"]
+        return " AND ".join(parts)
+
+    def _spatial(self) -> bool:
+        return max(self.dec_hi - self.dec_lo, self.ra_hi - self.ra_lo) > MIN_BOX_DEG
+
+    def splittable(self) -> bool:
+        return self._spatial() or self.obsid_hi - self.obsid_lo > 1
+
+    def split(self) -> tuple[Box, Box]:
+        """Halve the longer side on the sky (RA lengths shrink by cos dec); a box too small
+        to hold two sources is halved in obsid."""
+        if not self._spatial():
+            mid_obsid = (self.obsid_lo + self.obsid_hi) // 2
+            return replace(self, obsid_hi=mid_obsid), replace(self, obsid_lo=mid_obsid)
+        mid_dec = (self.dec_lo + self.dec_hi) / 2
+        ra_sky = (self.ra_hi - self.ra_lo) * max(math.cos(math.radians(mid_dec)), 1e-3)
+        if ra_sky > self.dec_hi - self.dec_lo:
+            mid = (self.ra_lo + self.ra_hi) / 2
+            return replace(self, ra_hi=mid), replace(self, ra_lo=mid)
+        return replace(self, dec_hi=mid_dec), replace(self, dec_lo=mid_dec)
+
+    def label(self) -> str:
+        text = (f"dec [{self.dec_lo:.6g}, {self.dec_hi:.6g}) ra [{self.ra_lo:.6g}, "
+                f"{self.ra_hi:.6g})")
+        if self.obsid_lo > 0 or self.obsid_hi < OBSID_END:
+            text += f" obsid [{self.obsid_lo}, {self.obsid_hi})"
+        return text
+
+
+def dec_bands(band_deg: float) -> list[Box]:
+    """The top-level pages: Dec bands from -90 to +90, the last one closed at +90."""
+    if not 0 < band_deg <= 180:
+        raise ValueError(f"band width must be in (0, 180] degrees, got {band_deg}")
+    n = math.ceil(180.0 / band_deg - 1e-9)
+    edges = [-90.0 + i * band_deg for i in range(n)] + [90.0]
+    return [Box(lo, hi) for lo, hi in itertools.pairwise(edges)]
+
+
+def detection_columns() -> list[str]:
+    """raw.detections contract columns the service provides, plus the stack join key."""
+    return [c.name for c in load_schema("raw.detections").columns]
+
+
+def select_list(columns: list[str]) -> str:
+    def source(col: str) -> str:
+        if col in MASTER_COLUMNS:
+            return f"m.{col}"
+        if col in STACK_COLUMNS:
+            return f"a.{col}"
+        return f"o.{col}"
+
+    return ", ".join(source(c) for c in columns)
+
+
+def join_clause(schema: str) -> str:
+    """METHOD §1's stack-table join from master_source to observation_source."""
+    return (
+        f"FROM {schema}.master_source AS m "
+        f"JOIN {schema}.master_stack_assoc AS a ON a.name = m.name "
+        f"JOIN {schema}.stack_source AS s ON s.detect_stack_id = a.detect_stack_id "
+        f"AND s.region_id = a.region_id "
+        f"JOIN {schema}.stack_observation_assoc AS b ON b.detect_stack_id = s.detect_stack_id "
+        f"AND b.region_id = s.region_id "
+        f"JOIN {schema}.observation_source AS o ON o.obsid = b.obsid AND o.obi = b.obi "
+        f"AND o.region_id = b.region_id"
+    )
+
+
+def detections_query(schema: str, box: Box, columns: list[str] | None = None) -> str:
+    cols = select_list(columns or detection_columns())
+    return f"SELECT {cols} {join_clause(schema)} WHERE {box.where()}"
+
+
+def count_query(schema: str, box: Box | None = None) -> str:
+    where = f" WHERE {box.where()}" if box else ""
+    return f"SELECT COUNT(*) AS n {join_clause(schema)}{where}"
