@@ -18,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,23 +92,11 @@ def bench_size(n: int) -> dict:
             "row_counts": json.loads(row[0]), **sizes}
 
 
-def linear_fit(ns: list[int], seconds: list[float]) -> dict:
-    """Slope of log(seconds) against log(N): 1 means time grows linearly with N."""
-    if len(ns) < 2:
-        return {}
-    slope, _ = np.polyfit(np.log(ns), np.log(seconds), 1)
-    per_row, intercept = np.polyfit(ns, seconds, 1)
-    return {"loglog_slope": float(slope), "seconds_per_million_rows": float(per_row * 1e6),
-            "intercept_seconds": float(intercept)}
-
-
 def main(sizes: list[int]) -> None:
-    totals = []
     for n in sizes:
         result = bench_size(n)
         stages = result["stages"]
-        total = sum(s["seconds"] for s in stages.values() if s is not stages["simulate"])
-        totals.append(total)
+        total = sum(s["seconds"] for name, s in stages.items() if name != "simulate")
         payload = {
             "n": n,
             "parameters": {"memory_limit": os.environ.get("XPIPE_MEMORY_LIMIT", "2GB"),
@@ -124,14 +111,6 @@ def main(sizes: list[int]) -> None:
         path = write_result(f"pipeline_{n}", payload)
         print(f"{path}: {total:.1f} s without simulation, {n / total:,.0f} rows/s, "
               f"peak RSS {payload['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
-    fit = linear_fit(sizes, totals)
-    if fit:
-        write_result("pipeline_scaling", {"n": sizes, "seconds": totals,
-                                          "rows_per_s": [n / t for n, t in zip(sizes, totals,
-                                                                                strict=True)],
-                                          "peak_rss_bytes": None, "fit": fit})
-        print(f"scaling: log-log slope {fit['loglog_slope']:.2f}, "
-              f"{fit['seconds_per_million_rows']:.1f} s per million detections")
 
 
 if __name__ == "__main__":

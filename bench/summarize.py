@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def gib(b: float | None) -> str:
     return "–" if b is None else f"{b / 2**30:.2f} GiB"
+
+
+def scaling_fit(ns: list[int], seconds: list[float]) -> dict:
+    """Slope of log(seconds) against log(N) (1 = linear) and the least-squares seconds per row."""
+    slope, _ = np.polyfit(np.log(ns), np.log(seconds), 1)
+    per_row, intercept = np.polyfit(ns, seconds, 1)
+    return {"loglog_slope": float(slope), "seconds_per_million_rows": float(per_row * 1e6),
+            "intercept_seconds": float(intercept)}
 
 
 def main() -> None:
@@ -34,8 +44,8 @@ def main() -> None:
                 f"{r['baseline_rows_per_s']:,.0f} ({r['baseline']['n']:,}) | "
                 f"{r['speedup_vs_baseline']:,.0f}× | {r['fraction_of_matmul_throughput']:.0%} |")
         lines.append("")
-    pipes = [r for k, r in results.items() if k.startswith("pipeline_") and
-             k != "pipeline_scaling"]
+    pipes = sorted((r for k, r in results.items() if k.startswith("pipeline_") and
+                    k != "pipeline_scaling"), key=lambda r: r["n"])
     if pipes:
         lines += ["## End to end (seconds per stage)", "",
                   "| n | simulate | warehouse | classify | export | pipeline rows/s | "
@@ -46,11 +56,26 @@ def main() -> None:
                          f"{s['classify']:.1f} | {s['export']:.1f} | {r['rows_per_s']:,.0f} | "
                          f"{gib(r['peak_rss_bytes'])} | {gib(r['spill_bytes'])} |")
         lines.append("")
-    if "pipeline_scaling" in results:
-        fit = results["pipeline_scaling"]["fit"]
-        lines += [f"Scaling: log-log slope {fit['loglog_slope']:.2f} (1 = linear); "
-                  f"{fit['seconds_per_million_rows']:.1f} s per million detections "
-                  "(warehouse + classify + export).", ""]
+    if len(pipes) >= 2:
+        fit = scaling_fit([r["n"] for r in pipes], [r["seconds_pipeline_total"] for r in pipes])
+        lines += [f"Scaling over {len(pipes)} sizes: log-log slope {fit['loglog_slope']:.2f} "
+                  f"(1 = linear); {fit['seconds_per_million_rows']:.1f} s per million "
+                  "detections (warehouse + classify + export, least squares).", ""]
+        (RESULTS / "pipeline_scaling.json").write_text(json.dumps(
+            {"benchmark": "pipeline_scaling", "n": [r["n"] for r in pipes],
+             "seconds": [r["seconds_pipeline_total"] for r in pipes],
+             "rows_per_s": [r["rows_per_s"] for r in pipes], "fit": fit}, indent=2) + "\n")
+    clustering = results.get("clustering_sample_size")
+    if clustering:
+        lines += [f"## Mixture fit on a sample ({clustering['n']:,} cleaned detections; full "
+                  f"fit {clustering['full_fit_seconds']:.0f} s)", "",
+                  "| sample | fit s | ARI vs full | soft vote kept | aggregated class kept |",
+                  "|---|---|---|---|---|"]
+        for r in clustering["samples"]:
+            lines.append(f"| {r['sample_size']:,} | {r['fit_seconds']:.1f} | "
+                         f"{r['adjusted_rand_index']:.3f} | {r['soft_class_agreement']:.1%} | "
+                         f"{r['aggregated_master_class_agreement']:.1%} |")
+        lines.append("")
     (RESULTS / "SUMMARY.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
