@@ -14,10 +14,12 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from xpipe import frozen
+from xpipe.anomaly import ANOMALY_COLUMNS, anomaly_frame
 from xpipe.classes import class_names, feature_names
 from xpipe.clustering import MixtureParams, assign_clusters, fit_mixture
 from xpipe.config import Settings
-from xpipe.kernel import MahalanobisSoftmin
+from xpipe.kernel import MahalanobisSoftmin, softmin
 from xpipe.progress import progress_bar
 from xpipe.runner import discover_models, load_macros, run_checks, run_models, set_parameters
 from xpipe.runs import RunRecorder, recorded_run
@@ -188,16 +190,21 @@ def probability_frame(frame: pl.DataFrame, proba: np.ndarray) -> pl.DataFrame:
         **columns, pred_class=pl.Series("pred_class", pred.tolist(), dtype=pl.Utf8))
 
 
-def create_detection_class(con: duckdb.DuckDBPyConnection) -> None:
+def create_detection_class(con: duckdb.DuckDBPyConnection, anomaly: bool = False) -> None:
+    """The table; `anomaly` appends the anomaly columns (after pred_class, so readers that
+    select by position the published layout are unaffected)."""
     probs = ", ".join(f'"{c}" DOUBLE' for c in class_names())
+    extra = "".join(f", {name} {kind}" for name, kind in ANOMALY_COLUMNS.items()) if anomaly \
+        else ""
     con.execute("CREATE OR REPLACE TABLE results.detection_class (det_id BIGINT, name VARCHAR, "
                 f"obsid INTEGER, ra DOUBLE, dec DOUBLE, cluster INTEGER, {probs}, "
-                "pred_class VARCHAR)")
+                f"pred_class VARCHAR{extra})")
 
 
 def classify_targets(con: duckdb.DuckDBPyConnection, kernel: MahalanobisSoftmin,
-                     chunk_rows: int) -> None:
-    create_detection_class(con)
+                     chunk_rows: int, mixture: MixtureParams | None = None) -> None:
+    """Probabilities of every target; with `mixture`, also its anomaly scores."""
+    create_detection_class(con, anomaly=mixture is not None)
     cols = ", ".join(f's."{f}"' for f in feature_names())
     con.execute("CREATE OR REPLACE TEMP VIEW __targets AS SELECT r.det_id, f.name, f.obsid, "
                 f"f.ra, f.dec, c.cluster, {cols} FROM model.detection_roles AS r "
@@ -206,8 +213,33 @@ def classify_targets(con: duckdb.DuckDBPyConnection, kernel: MahalanobisSoftmin,
                 "JOIN model.detection_features AS f USING (det_id) WHERE r.role = 'target'")
     query = "SELECT * FROM __targets WHERE det_id BETWEEN {lo} AND {hi} ORDER BY det_id"
     for frame in iter_chunks(con, query, "__targets", chunk_rows, "classify targets"):
-        proba = kernel.predict_proba(_features(frame), frame["cluster"].to_numpy())
-        _insert(con, "results.detection_class", probability_frame(frame, proba))
+        x = _features(frame)
+        distances = kernel.distances(x, frame["cluster"].to_numpy())
+        rows = probability_frame(frame, softmin(distances))
+        if mixture is not None:
+            rows = pl.concat([rows, anomaly_frame(x, distances, mixture, class_names())],
+                             how="horizontal")
+        _insert(con, "results.detection_class", rows)
+
+
+def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, params: ClassifyParams,
+                        mixture: MixtureParams, kernel: MahalanobisSoftmin) -> frozen.FrozenModel:
+    """Freeze what this run fitted as an immutable model version (`xpipe models`), so new
+    detections can be classified later exactly as this run classified its own."""
+    scaling = [frozen.FeatureScaling(**row) for row in con.sql(
+        "SELECT feature, position, transform, min_nonzero, log_offset, min_value, max_value "
+        "FROM model.preprocessing_params ORDER BY position").pl().iter_rows(named=True)]
+    cleaned, references = first_row(con, "SELECT (SELECT count(*) FROM model.scaled_features), "
+                                         "(SELECT count(*) FROM model.detection_roles "
+                                         "WHERE role = 'reference')")
+    method = {"n_components": params.n_components, "random_state": params.random_state,
+              "fit_sample_size": params.fit_sample_size,
+              "min_references": params.min_references}
+    model = frozen.from_fit(run_id, params.sql_variables(), method, scaling, mixture, kernel,
+                            class_names(), feature_names(),
+                            counts={"cleaned": int(cleaned), "references": int(references)})
+    frozen.store(con, model, origin="classify")
+    return model
 
 
 def check_python_model(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -255,11 +287,14 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: Classif
         with run.stage("reference_stats"):
             kernel = fit_references(con, params, mixture.n_components, settings.chunk_rows)
             check_python_model(con, "model.reference_stats")
+        with run.stage("model_version"):
+            store_model_version(con, run.run_id, params, mixture, kernel)
         with run.stage("kernel"):
-            classify_targets(con, kernel, settings.chunk_rows)
+            classify_targets(con, kernel, settings.chunk_rows, mixture)
             check_python_model(con, "results.detection_class")
         with run.stage("votes"):
             run_models(con, ["votes"])
+            run_models(con, names=["results.source_anomaly"])
         counts = stage_counts(con)
         for key, value in counts.items():
             run.count(key, value)

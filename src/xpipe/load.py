@@ -123,5 +123,5 @@ def load_catalogue(con: duckdb.DuckDBPyConnection, request: LoadRequest) -> dict
             run.count("matched_sources", matched)
         swap_in(con, "raw.simbad_match")
         run.count("sources", scalar(con,
-            "SELECT count(DISTINCT name) FROM raw.detections"))
+            "SELECT count(*) FROM (SELECT name FROM raw.detections GROUP BY name)"))
     return run.row_counts

@@ -409,7 +409,8 @@ def pull_catalogue(con: duckdb.DuckDBPyConnection, config: CscConfig,
             objects, matched = stage_labels(con, options)
             run.count("simbad_objects", objects)
             run.count("matched_sources", matched)
-            run.count("sources", int(scalar(con, f"SELECT count(DISTINCT name) FROM {TABLE}")))
+            run.count("sources", int(scalar(
+                con, f"SELECT count(*) FROM (SELECT name FROM {TABLE} GROUP BY name)")))
     return run.row_counts
 
 

@@ -217,7 +217,7 @@ def run_models(con: duckdb.DuckDBPyConnection, layers: Iterable[str] = (),
 
 
 def describe_models() -> str:
-    """Markdown table of every model: for README and `xpipe models-doc`."""
+    """Markdown table of every model: for README and `xpipe dag`."""
     lines = ["| table | layer | materialized | grain |", "|---|---|---|---|"]
     for model in discover_models().values():
         lines.append(f"| `{model.name}` | {model.layer} | {model.materialized} | {model.grain} |")

@@ -32,6 +32,7 @@ __all__ = [
     "CLASSES",
     "DETECTION_SCHEMA",
     "FEATURES",
+    "OUTLIER_KINDS",
     "OWN_OTYPE",
     "SIMBAD_SCHEMA",
     "TRUTH_SCHEMA",
@@ -47,6 +48,7 @@ __all__ = [
     "features_to_latent",
     "galactic_to_icrs",
     "icrs_to_galactic",
+    "inject_outliers",
     "latent_to_features",
     "nudge_to_residue",
     "offset_positions",
@@ -180,6 +182,8 @@ class SimulationConfig:
     match_fraction: float = 0.5  # fraction of sources with a SIMBAD counterpart
     wrong_type_fraction: float = 0.05  # matched sources whose SIMBAD type is a wrong class
     params_path: Path | None = None  # default: the packaged simulator_params.json
+    # selected detections of sources without a counterpart turned into outliers (anomaly tests)
+    outlier_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("n_detections", "seed", "chunk_detections"):
@@ -201,7 +205,7 @@ class SimulationConfig:
             raise ValueError(
                 f"{self.n_chunks} chunks is too many (max 999,999); raise chunk_detections"
             )
-        for name in ("match_fraction", "wrong_type_fraction"):
+        for name in ("match_fraction", "wrong_type_fraction", "outlier_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -1048,6 +1052,18 @@ def _generate_chunk(
     simbad, truth_ids, truth_otypes, n_cp, n_field = _simbad_chunk(
         rng, model, cfg, chunk, cls, ra_src, dec_src
     )
+    outliers = None
+    if cfg.outlier_fraction > 0:  # its own stream: the rest of the catalogue is unchanged
+        unmatched = ~truth_ids.is_valid().to_numpy(zero_copy_only=False)[src]
+        orng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(chunk, 1)))
+        rows, kinds = inject_outliers(orng, cols, selected & unmatched, cfg.outlier_fraction)
+        outliers = pa.table({
+            "name": pc.take(names_src, pa.array(src[rows])),
+            "obsid": pa.array(obsid[rows], type=pa.int32()),
+            "obi": pa.array(obi[rows], type=pa.int16()),
+            "region_id": pa.array(region_id[rows], type=pa.int32()),
+            "kind": pa.array(np.array(OUTLIER_KINDS)[kinds].tolist(), type=pa.string()),
+        })
 
     # --- tables and counts ---------------------------------------------------------------
     arrays: list[pa.Array] = [
@@ -1101,6 +1117,9 @@ def _generate_chunk(
             cls[truth_ids.is_valid().to_numpy(zero_copy_only=False)], minlength=nc
         ),
     }
+    if outliers is not None:
+        stats["n_outliers"] = outliers.num_rows
+        stats["outliers"] = outliers
     return detections, simbad, truth, stats
 
 
@@ -1236,6 +1255,67 @@ def _simbad_chunk(
 
 
 # --------------------------------------------------------------------------------------
+# Injected outliers
+# --------------------------------------------------------------------------------------
+
+OUTLIER_KINDS: tuple[str, ...] = ("transient", "spectral")
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    return np.exp(rng.uniform(math.log(lo), math.log(hi), n))
+
+
+def inject_outliers(
+    rng: np.random.Generator, cols: dict[str, np.ndarray], eligible: np.ndarray, fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn about `fraction` of the `eligible` detections into sources that fit no class.
+
+    Why: the anomaly score must be tested against known answers. Every feature starts as the
+    value of a random complete detection, drawn column by column; then a "transient" becomes a
+    strong flare (variable in every band, variability ratios 15-34, var_newq_b 30-600) and a
+    "spectral" outlier an extreme, inconsistent spectrum (hard_hm 0.85-0.99 with hard_ms -0.99
+    to -0.85, powlaw_gamma 7-9.8, bb_kt 20-120 keV). Values stay inside the ranges the simulator
+    otherwise produces: only their combination fits no class. The raw columns (`cols`, modified
+    in place) are rewritten so the derived features are exactly these. Returns the rows and
+    their kind codes (indices into OUTLIER_KINDS).
+    """
+    complete = np.flatnonzero(eligible)
+    donors = derive_features({k: v[complete] for k, v in cols.items()})
+    donors = donors[np.all(np.isfinite(donors), axis=1)]
+    rows = np.flatnonzero(eligible & (rng.random(len(eligible)) < fraction))
+    if len(rows) == 0 or len(donors) == 0:
+        return rows[:0], rows[:0]
+    n = len(rows)
+    f = donors[rng.integers(0, len(donors), (n, len(FEATURES))), np.arange(len(FEATURES))]
+    kinds = rng.integers(0, len(OUTLIER_KINDS), n)
+    flare, spectral = kinds == 0, kinds == 1
+    idx = {name: i for i, name in enumerate(FEATURES)}
+    for band in "bhs":
+        f[flare, idx[f"var_prob_{band}"]] = 1.0
+        f[flare, idx[f"var_ratio_{band}"]] = _log_uniform(rng, 15.0, 34.0, int(flare.sum()))
+    f[flare, idx["var_newq_b"]] = _log_uniform(rng, 30.0, 600.0, int(flare.sum()))
+    m = int(spectral.sum())
+    f[spectral, idx["hard_hm"]] = rng.uniform(0.85, 0.99, m)
+    f[spectral, idx["hard_ms"]] = rng.uniform(-0.99, -0.85, m)
+    f[spectral, idx["hard_hs"]] = rng.uniform(-0.2, 0.2, m)
+    f[spectral, idx["powlaw_gamma"]] = rng.uniform(7.0, 9.8, m)
+    f[spectral, idx["bb_kt"]] = _log_uniform(rng, 20.0, 120.0, m)
+    for name in ("hard_hm", "hard_hs", "hard_ms", "powlaw_gamma", "bb_kt", "var_prob_b",
+                 "var_prob_h", "var_prob_s"):
+        cols[name][rows] = f[:, idx[name]]
+    for band in "bhs":
+        mean = cols[f"var_mean_{band}"][rows]
+        mean = np.where(np.isfinite(mean) & (mean > 0), mean, 1e-3)
+        cols[f"var_mean_{band}"][rows] = mean
+        cols[f"var_sigma_{band}"][rows] = f[:, idx[f"var_ratio_{band}"]] * mean
+    centre = f[:, idx["var_newq_b"]] * cols["var_mean_b"][rows]
+    half = rng.uniform(0.1, 0.9, n) * centre
+    cols["var_min_b"][rows] = centre - half
+    cols["var_max_b"][rows] = centre + half
+    return rows, kinds
+
+
+# --------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------
 
@@ -1262,6 +1342,8 @@ def simulate_catalogue(
     model = _load_model(config.params_path)
     out_dir = Path(out_dir)
     parts = {name: out_dir / name for name in ("detections", "simbad", "truth")}
+    if config.outlier_fraction > 0:
+        parts["outliers"] = out_dir / "outliers"
     existing = [p for p in [*parts.values(), out_dir / "manifest.json"] if p.exists()]
     if existing:
         raise FileExistsError(
@@ -1286,6 +1368,8 @@ def simulate_catalogue(
         key: np.zeros(nc, dtype=np.int64)
         for key in ("sources", "detections", "selected", "selected_complete", "with_counterpart")
     }
+    if "outliers" in parts:
+        totals["n_outliers"] = 0
     files: dict[str, list[str]] = {name: [] for name in parts}
     n_chunks, size = config.n_chunks, config.chunk_size
     for j in range(n_chunks):
@@ -1295,6 +1379,8 @@ def simulate_catalogue(
         _write(det, parts["detections"] / fname, ["name"])
         _write(sim, parts["simbad"] / fname, ["otype"])
         _write(truth, parts["truth"] / fname, ["true_class", "agg_class", "simbad_otype"])
+        if "outliers" in parts:
+            _write(stats["outliers"], parts["outliers"] / fname, ["kind"])
         for name in parts:
             files[name].append(f"{name}/{fname}")
         for key in totals:

@@ -1,0 +1,104 @@
+"""Python API: a frozen xpipe model as a scikit-learn style classifier.
+
+    from xpipe.api import Classifier
+    clf = Classifier.load("warehouse/xpipe.duckdb")          # or a version, or from_file(...)
+    proba = clf.predict_proba(frame)                         # (n, 10), columns clf.classes_
+    labels = clf.predict(frame)                              # class names, None if unclassified
+
+`frame` is a Polars or pandas DataFrame or an Arrow table with CSC columns (name, obsid, ra,
+dec, the hardness ratios, spectral fits and variability columns of schemas/raw.detections.yaml;
+flux_significance_b, obi and region_id optional). The model is fitted by `xpipe classify`, not
+here: `fit` is deliberately absent. Rows are classified exactly as `xpipe classify-new` and the
+batch run classify them (xpipe.predict), in input order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from xpipe import frozen
+from xpipe.config import Settings
+from xpipe.frozen import FrozenModel
+from xpipe.predict import Prediction, predict
+from xpipe.warehouse import connect
+
+FrameLike = Any  # pl.DataFrame | pandas.DataFrame | pa.Table | pa.RecordBatch
+
+
+def to_arrow(frame: FrameLike) -> pa.Table:
+    """An Arrow table from a Polars or pandas frame or Arrow data, without copying where the
+    library allows it."""
+    if isinstance(frame, pa.Table):
+        return frame
+    if isinstance(frame, pa.RecordBatch):
+        return pa.Table.from_batches([frame])
+    if isinstance(frame, pl.DataFrame):
+        return frame.to_arrow()
+    if type(frame).__module__.split(".")[0] == "pandas" and hasattr(frame, "columns"):
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    raise TypeError(f"expected a Polars or pandas DataFrame or an Arrow table, got "
+                    f"{type(frame).__name__}")
+
+
+class Classifier:
+    """Classifies CSC detections with one frozen model version (scikit-learn conventions:
+    `classes_`, `predict_proba`, `predict`, `score_samples`)."""
+
+    def __init__(self, model: FrozenModel, settings: Settings | None = None) -> None:
+        self.model = model
+        self.settings = settings or Settings()
+        self.classes_ = np.array(model.classes, dtype=object)
+        self.version_ = model.version
+        self.n_features_in_ = len(model.features)
+
+    @classmethod
+    def load(cls, warehouse: str | Path, version: str | None = None) -> Classifier:
+        """A version stored in a warehouse (id, unique prefix, or None for the latest)."""
+        con = connect(Settings(warehouse=Path(warehouse)), read_only=True)
+        try:
+            return cls(frozen.load(con, version))
+        finally:
+            con.close()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Classifier:
+        """A model file written by `xpipe models export`."""
+        return cls(frozen.read_file(Path(path)))
+
+    def __repr__(self) -> str:
+        return f"Classifier(version={self.version_!r}, hash={self.model.content_hash[:12]!r})"
+
+    def classify(self, frame: FrameLike) -> Prediction:
+        """Everything `xpipe classify-new` reports: per detection (status, reason, flags,
+        cluster, probabilities, anomaly scores, votes of its source) and per source."""
+        table = to_arrow(frame)
+        return predict(self.model, [(table, "<frame>")], self.settings)
+
+    def _detections(self, frame: FrameLike) -> pl.DataFrame:
+        table = to_arrow(frame)
+        if table.num_rows == 0:
+            return pl.DataFrame(schema={c: pl.Float64 for c in (*self.model.classes,
+                                                                 "log_likelihood")}
+                                | {"pred_class": pl.Utf8})
+        return self.classify(table).detections
+
+    def predict_proba(self, frame: FrameLike) -> NDArray[np.float64]:
+        """(n, n_classes) probabilities in `classes_` order; NaN rows for detections that
+        cannot be classified (see `classify(frame).detections["reason"]`)."""
+        det = self._detections(frame)
+        return det.select(list(self.model.classes)).to_numpy().astype(np.float64)
+
+    def predict(self, frame: FrameLike) -> NDArray[np.object_]:
+        """The most probable class of each detection; None where it cannot be classified."""
+        return np.array(self._detections(frame)["pred_class"].to_list(), dtype=object)
+
+    def score_samples(self, frame: FrameLike) -> NDArray[np.float64]:
+        """Log-likelihood of each detection under the model's mixture (as GaussianMixture's
+        `score_samples`); NaN where the features are incomplete. Low values are anomalous."""
+        return self._detections(frame)["log_likelihood"].to_numpy().astype(np.float64)

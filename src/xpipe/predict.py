@@ -1,0 +1,306 @@
+"""Classify new detections with a frozen model: the same SQL features, scaling and kernel.
+
+Detections (files, or Arrow tables from the Python API) are validated against the
+raw.detections contract and loaded into an in-memory DuckDB, where the warehouse's own SQL
+models derive the 12 features (model.detection_features) and scale them
+(model.scaled_features) with the version's stored parameters; nothing is refitted. Clusters,
+probabilities and anomaly scores come from the functions the batch run used, whose result for a
+row does not depend on the other rows, so a detection gets exactly the numbers it got there.
+
+A detection that cannot be classified (a feature missing, a zero denominator, a value outside
+the log transform's domain, a cluster without usable reference classes) gets a `reason`, not
+an error. Values outside the range the scaling was fitted on, and detections outside the
+model's selection (e.g. flux_significance_b ≤ 5 or absent), are classified and flagged
+(`out_of_range`, `in_selection`), since the model is still defined there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from xpipe.anomaly import anomaly_frame
+from xpipe.classes import class_names, feature_names
+from xpipe.classify import create_detection_class, probability_frame
+from xpipe.clustering import assign_clusters
+from xpipe.config import Settings
+from xpipe.frozen import FrozenModel
+from xpipe.ingest import (
+    append_input,
+    check_unique,
+    create_staging,
+    expand_inputs,
+    open_arrow,
+    open_input,
+)
+from xpipe.kernel import softmin
+from xpipe.progress import progress_bar
+from xpipe.runner import build, discover_models, load_macros, run_models, set_parameters
+from xpipe.schemas import SchemaError, load_schema
+from xpipe.warehouse import connect_memory, staging_name, swap_in
+
+Input = Path | tuple[pa.Table, str]  # a file or folder of Parquet parts, or (table, its name)
+
+KEY = ("name", "obsid", "obi", "region_id")
+GENERATED = ("det_id", "source_file", "source_row")  # raw.detections columns a load adds
+DERIVED = {  # feature: the raw columns it is computed from, denominator last
+    "var_ratio_b": ("var_sigma_b", "var_mean_b"), "var_ratio_h": ("var_sigma_h", "var_mean_h"),
+    "var_ratio_s": ("var_sigma_s", "var_mean_s"),
+    "var_newq_b": ("var_max_b", "var_min_b", "var_mean_b"),
+}
+PHYSICAL_RANGE = {"hard_hm": (-1, 1), "hard_hs": (-1, 1), "hard_ms": (-1, 1),
+                  "var_prob_b": (0, 1), "var_prob_h": (0, 1), "var_prob_s": (0, 1)}
+VOTE_COLUMNS = ("hard_class", "soft_class", "master_class", "agg_master_class")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One row per input detection (input order) and one row per source with its votes."""
+
+    detections: pl.DataFrame
+    sources: pl.DataFrame
+    model_version: str
+
+
+def output_columns() -> dict[str, str]:
+    """Columns of a prediction's detections, with their DuckDB types (results.new_*)."""
+    return {
+        "source_file": "VARCHAR", "source_row": "BIGINT", "name": "VARCHAR",
+        "obsid": "INTEGER", "obi": "SMALLINT", "region_id": "INTEGER", "ra": "DOUBLE",
+        "dec": "DOUBLE", "status": "VARCHAR", "reason": "VARCHAR", "in_selection": "BOOLEAN",
+        "out_of_range": "VARCHAR", "cluster": "INTEGER",
+        **{c: "DOUBLE" for c in class_names()}, "pred_class": "VARCHAR",
+        "log_likelihood": "DOUBLE", "min_mahalanobis_sq": "DOUBLE", "nearest_class": "VARCHAR",
+        "anomaly_p": "DOUBLE", **dict.fromkeys(VOTE_COLUMNS, "VARCHAR"),
+        "flux_significance_b": "DOUBLE", **{f: "DOUBLE" for f in feature_names()},
+        "model_version": "VARCHAR",
+    }
+
+
+def check_compatible(model: FrozenModel) -> None:
+    """The SQL models name the classes and features: the version must use the same ones."""
+    if model.features != feature_names() or model.classes != class_names():
+        raise ValueError(f"model {model.version} uses features {list(model.features)} and "
+                         f"classes {list(model.classes)}; this xpipe's SQL models compute "
+                         f"{list(feature_names())} and {list(class_names())}")
+
+
+ARROW_TYPES = {"DOUBLE": pa.float64(), "VARCHAR": pa.string(), "INTEGER": pa.int32(),
+               "SMALLINT": pa.int16(), "BIGINT": pa.int64()}
+
+
+def frame_table(table: pa.Table) -> pa.Table:
+    """An in-memory frame as the loader expects it: the ids a warehouse adds are dropped (the
+    frame may come from one), and all-null columns (pandas and Polars give them no type) get
+    their contract type."""
+    table = table.drop_columns([c for c in GENERATED if c in table.column_names])
+    types = {}
+    for column in load_schema("raw.detections").columns:
+        for name in (column.name, *column.aliases):
+            types[name.lower()] = ARROW_TYPES.get(column.type, pa.string())
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type) and field.name.lower() in types:
+            table = table.set_column(i, field.name, table.column(i).cast(types[field.name.lower()]))
+    return table
+
+
+def load_detections(con: duckdb.DuckDBPyConnection, inputs: Sequence[Input]) -> int:
+    """Validate every input against raw.detections and load it as raw.detections (det_id =
+    input order); a wrong type, required column or duplicated detection stops it, naming the
+    file, row and column."""
+    create_staging(con, "raw.detections")
+    loaded = 0
+    with progress_bar("read detections", total=None) as bar:
+        for item in inputs:
+            if isinstance(item, tuple):
+                parts = [open_arrow(con, frame_table(item[0]), item[1], f"__input_{loaded}")]
+            else:
+                parts = [open_input(con, p, f"__input_{loaded}_{i}")
+                         for i, p in enumerate(expand_inputs(Path(item)))]
+            for inp in parts:
+                names = [r[0] for r in con.execute(f"DESCRIBE {inp.relation_sql}").fetchall()]
+                clash = [c for c in GENERATED if names.count(c) > (c != "det_id")]
+                if clash:
+                    raise SchemaError(f"{inp.path}: has column(s) {', '.join(clash)}, which the "
+                                      "warehouse generates; drop them (e.g. SELECT * EXCLUDE "
+                                      "(det_id, source_file, source_row) FROM raw.detections)")
+                count = append_input(con, "raw.detections", inp, id_offset=loaded,
+                                     id_column="det_id")
+                loaded += count
+                bar.update(count)
+    check_unique(con, staging_name("raw.detections"), list(KEY), "detection key",
+                 where='"region_id" IS NOT NULL')
+    swap_in(con, "raw.detections")
+    return loaded
+
+
+def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
+    """model.detection_features and model.scaled_features over the loaded detections, with
+    the version's selection (recorded per detection) and stored scaling parameters."""
+    models = discover_models()
+    load_macros(con)
+    run_models(con, layers=["seeds"])
+    set_parameters(con, dict(model.selection))
+    build(con, models["model.stg_detections"])
+    build(con, models["model.detection_features"])
+    con.execute("CREATE OR REPLACE TEMP TABLE __in_selection AS "
+                "SELECT det_id FROM model.detection_features")
+    set_parameters(con, {"min_flux_significance_b": None, "require_spectral_fits": False})
+    build(con, models["model.detection_features"])  # every detection, to say why it fails
+    scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
+        run_id=pl.lit(model.run_id))
+    con.register("__scaling", scaling.to_arrow())
+    con.execute("CREATE OR REPLACE TABLE model.preprocessing_params AS SELECT run_id, feature, "
+                "position, transform, min_nonzero, log_offset, min_value, max_value "
+                "FROM __scaling")
+    con.unregister("__scaling")
+    build(con, models["model.scaled_features"])
+
+
+def feature_frame(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every loaded detection with its raw inputs, 12 features, flags and scaled features."""
+    feats = feature_names()
+    raw_inputs = sorted({c for cols in DERIVED.values() for c in cols})
+    return con.sql(
+        "SELECT r.det_id, r.source_file, r.source_row, "
+        + ", ".join(f"r.{c}" for c in (*KEY, "ra", "dec", "flux_significance_b", *raw_inputs))
+        + ", " + ", ".join(f'f."{c}"' for c in feats)
+        + ", coalesce(f.is_clean, FALSE) AS is_clean, s.det_id IS NOT NULL AS in_selection, "
+        + ", ".join(f'c."{c}" AS "scaled:{c}"' for c in feats)
+        + " FROM raw.detections AS r LEFT JOIN model.detection_features AS f USING (det_id) "
+          "LEFT JOIN __in_selection AS s USING (det_id) "
+          "LEFT JOIN model.scaled_features AS c USING (det_id) ORDER BY r.det_id"
+    ).pl()
+
+
+def _cause(feature: str) -> pl.Expr:
+    """Why a feature is null: the raw column missing, or a zero denominator."""
+    if feature not in DERIVED:
+        return pl.lit(feature)
+    *parts, denominator = DERIVED[feature]
+    expr = pl.when(pl.col(denominator) == 0).then(pl.lit(f"{feature} ({denominator} = 0)"))
+    for column in (*parts, denominator):
+        expr = expr.when(pl.col(column).is_null()).then(pl.lit(f"{feature} ({column} missing)"))
+    return expr.otherwise(pl.lit(feature))
+
+
+def _joined(parts: list[pl.Expr]) -> pl.Expr:
+    """Non-null strings of `parts` joined with ', ', or null."""
+    joined = pl.concat_str(parts, separator=", ", ignore_nulls=True)
+    return pl.when(joined != "").then(joined)
+
+
+def feature_reasons(frame: pl.DataFrame, model: FrozenModel) -> pl.Series:
+    """Why a detection's features cannot be scaled; null where they can."""
+    missing = _joined([pl.when(pl.col(f).is_null()).then(_cause(f)) for f in model.features])
+    log_features = [s.feature for s in model.scaling if s.transform == "log_minmax"]
+    negative = _joined([pl.when(pl.col(f) < 0).then(pl.format(f"{f} = {{}}", pl.col(f)))
+                        for f in log_features])
+    return frame.select(
+        pl.when(missing.is_not_null()).then(pl.format("missing feature(s): {}", missing))
+        .when(negative.is_not_null())
+        .then(pl.format("negative {}: outside the log transform's domain", negative))
+        .alias("reason")
+    ).to_series()
+
+
+def range_flags(frame: pl.DataFrame, model: FrozenModel) -> pl.Series:
+    """Features outside the range the scaling was fitted on (scaled < 0 or > 1), or outside
+    their physical range (hardness ratios, variability probabilities), e.g. `bb_kt 1.04`."""
+    flags = []
+    for s in model.scaling:
+        if s.transform != "none":
+            col = pl.col(f"scaled:{s.feature}")
+            flags.append(pl.when((col < 0) | (col > 1))
+                         .then(pl.format(f"{s.feature} {{}}", col.round(3))))
+        elif s.feature in PHYSICAL_RANGE:
+            lo, hi = PHYSICAL_RANGE[s.feature]
+            col = pl.col(s.feature)
+            flags.append(pl.when((col < lo) | (col > hi))
+                         .then(pl.format(f"{s.feature} = {{}}", col)))
+    return frame.select(_joined(flags).alias("out_of_range")).to_series()
+
+
+def score(frame: pl.DataFrame, model: FrozenModel, chunk_rows: int) -> pl.DataFrame:
+    """Cluster, probabilities, pred_class and anomaly scores of the clean rows of `frame`."""
+    clean = frame.filter(pl.col("is_clean"))
+    mixture, kernel, classes = model.mixture, model.kernel(), model.classes
+    scaled = [f"scaled:{f}" for f in model.features]
+    out = []
+    with progress_bar("classify new detections", total=clean.height) as bar:
+        for start in range(0, clean.height, chunk_rows):
+            chunk = clean.slice(start, chunk_rows)
+            x = chunk.select(scaled).to_numpy().astype(np.float64, copy=False)
+            clusters = assign_clusters(x, mixture).astype(np.int32)
+            distances = kernel.distances(x, clusters)
+            rows = probability_frame(chunk.with_columns(cluster=pl.Series(clusters)),
+                                     softmin(distances))
+            out.append(pl.concat([rows.select("det_id", "cluster", *classes, "pred_class"),
+                                  anomaly_frame(x, distances, mixture, classes)],
+                                 how="horizontal"))
+            bar.update(chunk.height)
+    if out:
+        return pl.concat(out)
+    return pl.DataFrame(schema={"det_id": pl.Int64, "cluster": pl.Int32,
+                                **dict.fromkeys(classes, pl.Float64), "pred_class": pl.Utf8,
+                                "log_likelihood": pl.Float64, "min_mahalanobis_sq": pl.Float64,
+                                "nearest_class": pl.Utf8, "anomaly_p": pl.Float64})
+
+
+def with_scores(frame: pl.DataFrame, model: FrozenModel, chunk_rows: int) -> pl.DataFrame:
+    """`frame` with the scores of its clean rows (null elsewhere); a clean row whose cluster
+    has no usable reference class gets that as its reason."""
+    scored = frame.join(score(frame, model, chunk_rows), on="det_id", how="left",
+                        maintain_order="left")
+    no_class = pl.format(f"cluster {{}} has no reference class with ≥ {model.min_references} "
+                         "references", pl.col("cluster"))
+    return scored.with_columns(
+        reason=pl.when(pl.col("reason").is_null() & pl.col("pred_class").is_null())
+        .then(no_class).otherwise(pl.col("reason")))
+
+
+def source_votes(con: duckdb.DuckDBPyConnection, detections: pl.DataFrame) -> pl.DataFrame:
+    """Hard and soft votes of the sources (METHOD §7) by the warehouse's voting SQL."""
+    create_detection_class(con)
+    classified = detections.filter(pl.col("pred_class").is_not_null()).select(
+        "det_id", "name", "obsid", "ra", "dec", "cluster", *class_names(), "pred_class")
+    con.register("__classified", classified.to_arrow())
+    con.execute("INSERT INTO results.detection_class BY NAME SELECT * FROM __classified")
+    con.unregister("__classified")
+    run_models(con, names=["results.source_class_probs", "results.source_class"])
+    return con.sql("SELECT name, detection_count, hard_class, soft_class, is_unique, "
+                   "master_class, agg_master_class FROM results.source_class "
+                   "ORDER BY detection_count DESC, name").pl()
+
+
+def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | None = None
+            ) -> Prediction:
+    """Classify the detections of `inputs` with `model` (see the module docstring)."""
+    check_compatible(model)
+    settings = settings or Settings()
+    con = connect_memory(settings)
+    try:
+        load_detections(con, inputs)
+        scale_features(con, model)
+        frame = feature_frame(con)
+        frame = frame.with_columns(reason=feature_reasons(frame, model),
+                                   out_of_range=range_flags(frame, model))
+        frame = with_scores(frame, model, settings.chunk_rows)
+        sources = source_votes(con, frame)
+    finally:
+        con.close()
+    votes = sources.select("name", *VOTE_COLUMNS)
+    detections = frame.join(votes, on="name", how="left", maintain_order="left").with_columns(
+        status=pl.when(pl.col("pred_class").is_not_null()).then(pl.lit("classified"))
+        .otherwise(pl.lit("not classified")),
+        model_version=pl.lit(model.version))
+    columns = output_columns()
+    detections = detections.select(list(columns)).cast(
+        {"obsid": pl.Int32, "obi": pl.Int16, "region_id": pl.Int32, "cluster": pl.Int32})
+    return Prediction(detections, sources, model.version)
