@@ -23,7 +23,7 @@ from xpipe.kernel import MahalanobisSoftmin, softmin
 from xpipe.progress import progress_bar
 from xpipe.runner import discover_models, load_macros, run_checks, run_models, set_parameters
 from xpipe.runs import RunRecorder, recorded_run
-from xpipe.warehouse import first_row, require_tables, scalar, transaction
+from xpipe.warehouse import first_row, insert_frame, require_tables, scalar, transaction
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,6 @@ def _features(frame: pl.DataFrame) -> np.ndarray:
     return frame.select(feature_names()).to_numpy().astype(np.float64, copy=False)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    con.register("__chunk", frame.to_arrow())
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __chunk")
-    finally:
-        con.unregister("__chunk")
-
-
 def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> None:
     """Stop with the selection's numbers when too few detections are left to cluster."""
     total = scalar(con, "SELECT count(*) FROM model.stg_detections")
@@ -111,7 +103,7 @@ def fit_clusters(con: duckdb.DuckDBPyConnection, params: ClassifyParams, run_id:
                           params.random_state)
     con.execute("CREATE OR REPLACE TABLE model.gmm_components (run_id VARCHAR, component INTEGER, "
                 "weight DOUBLE, mean DOUBLE[], covariance DOUBLE[])")
-    _insert(con, "model.gmm_components", pl.DataFrame({
+    insert_frame(con, "model.gmm_components", pl.DataFrame({
         "run_id": [run_id] * mixture.n_components,
         "component": np.arange(mixture.n_components, dtype=np.int32),
         "weight": mixture.weights,
@@ -139,7 +131,7 @@ def assign_all(con: duckdb.DuckDBPyConnection, mixture: MixtureParams, chunk_row
              "WHERE det_id BETWEEN {lo} AND {hi} ORDER BY det_id")
     for frame in iter_chunks(con, query, "model.scaled_features", chunk_rows, "assign clusters"):
         labels = assign_clusters(_features(frame), mixture).astype(np.int32)
-        _insert(con, "model.detection_cluster",
+        insert_frame(con, "model.detection_cluster",
                 pl.DataFrame({"det_id": frame["det_id"], "cluster": labels}))
 
 
@@ -171,7 +163,7 @@ def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clu
             })
     con.execute("CREATE OR REPLACE TABLE model.reference_stats (cluster INTEGER, class VARCHAR, "
                 "n_references BIGINT, usable BOOLEAN, mean DOUBLE[], pinv DOUBLE[])")
-    _insert(con, "model.reference_stats", pl.DataFrame(rows, schema={
+    insert_frame(con, "model.reference_stats", pl.DataFrame(rows, schema={
         "cluster": pl.Int32, "class": pl.Utf8, "n_references": pl.Int64, "usable": pl.Boolean,
         "mean": pl.List(pl.Float64), "pinv": pl.List(pl.Float64)}))
     return kernel
@@ -219,7 +211,7 @@ def classify_targets(con: duckdb.DuckDBPyConnection, kernel: MahalanobisSoftmin,
         if mixture is not None:
             rows = pl.concat([rows, anomaly_frame(x, distances, mixture, class_names())],
                              how="horizontal")
-        _insert(con, "results.detection_class", rows)
+        insert_frame(con, "results.detection_class", rows)
 
 
 def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, params: ClassifyParams,

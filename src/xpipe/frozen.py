@@ -33,7 +33,7 @@ from xpipe import __version__
 from xpipe.clustering import MixtureParams
 from xpipe.kernel import MahalanobisSoftmin
 from xpipe.runner import discover_models, run_checks
-from xpipe.warehouse import WarehouseError, first_row, table_exists
+from xpipe.warehouse import WarehouseError, first_row, insert_frame, table_exists
 
 F64 = NDArray[np.float64]
 
@@ -176,14 +176,6 @@ def has_versions(con: duckdb.DuckDBPyConnection) -> bool:
     return table_exists(con, "model.versions")
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    con.register("__version_rows", frame.to_arrow())
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __version_rows")
-    finally:
-        con.unregister("__version_rows")
-
-
 def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bool:
     """Append a version (call inside the caller's transaction). Storing the same version again
     is a no-op (returns False); a different model under an existing version id is refused."""
@@ -205,13 +197,13 @@ def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bo
                  json.dumps(list(model.classes)), json.dumps(list(model.features)),
                  json.dumps(model.selection), json.dumps(model.params),
                  json.dumps(model.provenance)])
-    _insert(con, "model.version_scaling", pl.DataFrame(
+    insert_frame(con, "model.version_scaling", pl.DataFrame(
         [{"version": v, **vars(s)} for s in model.scaling],
         schema={"version": pl.Utf8, "feature": pl.Utf8, "position": pl.Int32,
                 "transform": pl.Utf8, "min_nonzero": pl.Float64, "log_offset": pl.Float64,
                 "min_value": pl.Float64, "max_value": pl.Float64}))
     mix = model.mixture
-    _insert(con, "model.version_components", pl.DataFrame({
+    insert_frame(con, "model.version_components", pl.DataFrame({
         "version": [v] * mix.n_components,
         "component": np.arange(mix.n_components, dtype=np.int32), "weight": mix.weights,
         "mean": [m.tolist() for m in mix.means],
@@ -222,7 +214,7 @@ def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bo
              "mean": model.reference_means[c, k].tolist() if usable[c, k] else None,
              "pinv": model.reference_pinv[c, k].ravel().tolist() if usable[c, k] else None}
             for c in range(mix.n_components) for k, name in enumerate(model.classes)]
-    _insert(con, "model.version_reference_stats", pl.DataFrame(rows, schema={
+    insert_frame(con, "model.version_reference_stats", pl.DataFrame(rows, schema={
         "version": pl.Utf8, "cluster": pl.Int32, "class": pl.Utf8, "n_references": pl.Int64,
         "usable": pl.Boolean, "mean": pl.List(pl.Float64), "pinv": pl.List(pl.Float64)}))
     models = discover_models()

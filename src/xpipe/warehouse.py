@@ -126,6 +126,19 @@ def sql_literal(value: str | Path) -> str:
     return "'" + _sql_str(str(value)) + "'"
 
 
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: object,
+                 replace: bool = False) -> None:
+    """Append a Polars frame to `table` by column name, or replace the table by it."""
+    con.register("__frame", frame.to_arrow())  # type: ignore[attr-defined]
+    try:
+        if replace:
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __frame")
+        else:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
+    finally:
+        con.unregister("__frame")
+
+
 def first_row(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
               ) -> tuple | None:
     """The first row of a query, read to the end (DuckDB 2 keeps unfinished results open)."""

@@ -12,6 +12,7 @@ import polars as pl
 from numpy.typing import NDArray
 from sklearn.mixture import GaussianMixture
 
+from xpipe import warehouse
 from xpipe.classes import feature_names
 from xpipe.classify import ClassifyParams, check_python_model, fit_sample_query
 from xpipe.clustering import MixtureParams
@@ -69,11 +70,7 @@ def fit_gmm(x: F64, n_components: int, random_state: int) -> tuple[GaussianMixtu
 
 def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Replace `table` by `frame` and enforce the checks of its `materialized: python` sidecar."""
-    con.register("__science_frame", frame.to_arrow())
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __science_frame")
-    finally:
-        con.unregister("__science_frame")
+    warehouse.insert_frame(con, table, frame, replace=True)
     check_python_model(con, table)
 
 
