@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import duckdb
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from threadpoolctl import threadpool_limits
@@ -48,3 +50,12 @@ def frozen_copy(factory: pytest.TempPathFactory, name: str) -> dict[str, Path]:
     target = factory.mktemp(name) / "xpipe.duckdb"
     shutil.copyfile(root / "xpipe.duckdb", target)
     return {"warehouse": target, "sim": root / "sim"}
+
+
+def read_frame(warehouse: Path, query: str) -> pl.DataFrame:
+    """A query's result on a read-only connection that is closed again."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.sql(query).pl()
+    finally:
+        con.close()

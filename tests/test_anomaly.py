@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from frozen_fixtures import OUTLIER_FRACTION, frozen_copy
+from frozen_fixtures import OUTLIER_FRACTION, frozen_copy, read_frame
 from scipy.special import logsumexp
 from scipy.stats import chi2
 
@@ -33,17 +33,10 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return frozen_copy(tmp_path_factory, "anomaly")
 
 
-def _sql(warehouse: Path, query: str) -> pl.DataFrame:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return con.sql(query).pl()
-    finally:
-        con.close()
-
 
 def _scored(paths: dict[str, Path]) -> pl.DataFrame:
     """Every classified target with its anomaly columns and, for outliers, their kind."""
-    return _sql(paths["warehouse"], f"""
+    return read_frame(paths["warehouse"], f"""
         SELECT d.det_id, d.name, d.min_mahalanobis_sq, d.log_likelihood, o.kind
         FROM results.detection_class AS d JOIN raw.detections AS r USING (det_id)
         LEFT JOIN read_parquet('{paths['sim']}/outliers/*.parquet') AS o
@@ -61,7 +54,8 @@ def test_injected_outliers_rank_at_the_top(paths, report) -> None:
     found = by_distance["kind"].is_not_null().sum()
     recall = found / outliers.height
     per_kind = {k: int(by_distance.filter(pl.col("kind") == k).height) for k in OUTLIER_KINDS}
-    sources = _sql(paths["warehouse"], "SELECT name, anomaly_rank FROM results.source_anomaly")
+    sources = read_frame(paths["warehouse"],
+                         "SELECT name, anomaly_rank FROM results.source_anomaly")
     top_sources = sources.filter(pl.col("anomaly_rank") <= math.ceil(0.01 * sources.height))
     source_recall = outliers["name"].unique().is_in(top_sources["name"].implode()).mean()
     report(f"anomalies: {outliers.height} injected outliers (fraction {OUTLIER_FRACTION}) among "
@@ -95,9 +89,11 @@ def test_anomaly_columns_follow_their_definition(paths) -> None:
 
 
 def test_source_anomaly_keeps_each_sources_most_anomalous_detection(paths) -> None:
-    view = _sql(paths["warehouse"], "SELECT * FROM results.source_anomaly ORDER BY anomaly_rank")
-    worst = _sql(paths["warehouse"], "SELECT name, max(min_mahalanobis_sq) AS worst, count(*) "
-                                     "AS n FROM results.detection_class GROUP BY name")
+    view = read_frame(paths["warehouse"],
+                      "SELECT * FROM results.source_anomaly ORDER BY anomaly_rank")
+    worst = read_frame(paths["warehouse"],
+                       "SELECT name, max(min_mahalanobis_sq) AS worst, count(*) AS n "
+                       "FROM results.detection_class GROUP BY name")
     joined = view.join(worst, on="name")
     assert joined.height == view.height == worst.height
     assert (joined["min_mahalanobis_sq"] == joined["worst"]).all()

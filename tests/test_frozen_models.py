@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from frozen_fixtures import frozen_copy
+from frozen_fixtures import frozen_copy, read_frame
 
 from xpipe import frozen
 from xpipe.classes import class_names
@@ -40,18 +40,11 @@ def exported(base, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _read(warehouse: Path, query: str) -> pl.DataFrame:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return con.sql(query).pl()
-    finally:
-        con.close()
-
 
 def test_classify_stores_an_immutable_verified_version(base, cli) -> None:
     wh = str(base["warehouse"])
-    run_id = _read(base["warehouse"], "SELECT run_id FROM meta.runs WHERE command = 'classify' "
-                                      "AND status = 'ok'")["run_id"].to_list()
+    run_id = read_frame(base["warehouse"], "SELECT run_id FROM meta.runs WHERE command = "
+                        "'classify' AND status = 'ok'")["run_id"].to_list()
     listed = cli("--warehouse", wh, "models", "list").output
     assert run_id[0] in listed and "classify" in listed
     shown = cli("--warehouse", wh, "models", "show", run_id[0][:17]).output
@@ -92,13 +85,13 @@ def test_export_import_empty_warehouse_gives_exactly_the_batch_results(
     empty = tmp_path / "empty" / "xpipe.duckdb"
     imported = cli("--warehouse", str(empty), "models", "import", str(exported)).output
     assert "imported model" in imported
-    tables = _read(empty, "SELECT schema_name || '.' || table_name AS t FROM duckdb_tables() "
+    tables = read_frame(empty, "SELECT schema_name || '.' || table_name AS t FROM duckdb_tables() "
                           "WHERE schema_name IN ('raw', 'results')")["t"].to_list()
     assert tables == []  # nothing but the model: no catalogue, no results
     out = tmp_path / "new.parquet"
     result = cli("--warehouse", str(empty), "classify-new", str(detections), "--out", str(out))
     new = pl.read_parquet(out)
-    batch = _read(base["warehouse"], "SELECT d.*, r.obi, r.region_id FROM "
+    batch = read_frame(base["warehouse"], "SELECT d.*, r.obi, r.region_id FROM "
                                      "results.detection_class AS d JOIN raw.detections AS r "
                                      "USING (det_id)")
     joined = batch.join(new, on=KEY, suffix="_new")
@@ -190,7 +183,7 @@ def test_append_is_idempotent(base, exported, cli, tmp_path: Path) -> None:
     assert "400 new, 0 already stored" in first
     second = cli("--warehouse", str(wh), "classify-new", str(sample), "--append").output
     assert "0 new, 400 already stored" in second
-    counts = _read(wh, "SELECT (SELECT count(*) FROM results.new_detection_class), "
+    counts = read_frame(wh, "SELECT (SELECT count(*) FROM results.new_detection_class), "
                        "(SELECT count(DISTINCT name) FROM results.new_detection_class "
                        "WHERE status = 'classified'), "
                        "(SELECT count(*) FROM results.new_source_class), "
@@ -250,7 +243,7 @@ def test_real_sample_own_model_round_trip(csc_dir: Path, cli, tmp_path: Path) ->
     cli("--warehouse", str(empty), "classify-new", str(sample), "--out", str(tmp_path / "o.csv"))
     new = pl.read_csv(tmp_path / "o.csv", schema_overrides={"obsid": pl.Int32, "obi": pl.Int16,
                                                             "region_id": pl.Int32})
-    batch = _read(wh, "SELECT d.*, r.obi, r.region_id FROM results.detection_class AS d "
+    batch = read_frame(wh, "SELECT d.*, r.obi, r.region_id FROM results.detection_class AS d "
                       "JOIN raw.detections AS r USING (det_id)")
     joined = batch.join(new, on=KEY, suffix="_new", nulls_equal=True)
     assert joined.height == batch.height > 50

@@ -55,16 +55,15 @@ def chunk_bounds(con: duckdb.DuckDBPyConnection, relation: str, chunk_rows: int
 
 def iter_chunks(con: duckdb.DuckDBPyConnection, query: str, relation: str, chunk_rows: int,
                 desc: str) -> Iterator[pl.DataFrame]:
-    """Yield `query` (which must filter with `{lo}`/`{hi}` on det_id) chunk by chunk."""
+    """Yield `query` chunk by chunk; it must select every row of `relation` whose det_id is in
+    [`{lo}`, `{hi}`], so a chunk's height is the progress it makes."""
     bounds = chunk_bounds(con, relation, chunk_rows)
     total = scalar(con, f"SELECT count(*) FROM {relation}")
     with progress_bar(desc, total=total) as bar:
         for lo, hi in bounds:
             frame = con.sql(query.format(lo=lo, hi=hi)).pl()
             yield frame
-            bar.update(scalar(con,
-                f"SELECT count(*) FROM {relation} WHERE det_id BETWEEN {lo} AND {hi}"
-            ))
+            bar.update(frame.height)
 
 
 def _features(frame: pl.DataFrame) -> np.ndarray:
