@@ -59,8 +59,9 @@ def run_size(n: int, kind: str) -> dict:
         seconds = timed(lambda: baseline_predict_proba(x_ref, y_ref, c_ref, x, clusters),
                         repeats=1 if n > PAPER_N else 3)
         return {"seconds": median(seconds), "runs": seconds, "peak_rss_bytes": peak_rss_bytes()}
-    dtype = np.float64 if kind == "float64" else np.float32
-    model = MahalanobisSoftmin(N_CLUSTERS, N_CLASSES, N_FEATURES, dtype=dtype)
+    dtype = np.float32 if kind == "float32" else np.float64
+    n_jobs = 1 if kind == "float64_one_thread" else None
+    model = MahalanobisSoftmin(N_CLUSTERS, N_CLASSES, N_FEATURES, dtype=dtype, n_jobs=n_jobs)
     model.fit(x_ref, y_ref, c_ref)
     seconds = timed(lambda: model.predict_proba(x, clusters), repeats)
     out = {"seconds": median(seconds), "runs": seconds, "peak_rss_bytes": peak_rss_bytes()}
@@ -78,13 +79,25 @@ def run_size(n: int, kind: str) -> dict:
 
 
 def matmul_reference(n: int) -> dict:
-    """The same arithmetic as a bare matrix product: x (n×12) @ (12×120), the kernel's core."""
+    """The kernel's core arithmetic as bare BLAS: [x 1] (n×13) @ (13×120), in the kernel's
+    cache-sized blocks of BLOCK_ROWS rows on every core (one unblocked n×120 product would
+    measure memory bandwidth, not arithmetic)."""
+    from xpipe.kernel import BLOCK_ROWS
+
     rng = np.random.default_rng(1)
-    x = rng.uniform(0, 1, (n, N_FEATURES))
-    w = rng.uniform(0, 1, (N_FEATURES, N_FEATURES * N_CLASSES))
-    seconds = timed(lambda: x @ w, repeats=3)
-    flops = 2 * n * N_FEATURES * N_FEATURES * N_CLASSES
-    return {"seconds": median(seconds), "gflops": flops / median(seconds) / 1e9}
+    x = rng.uniform(0, 1, (n, N_FEATURES + 1))
+    w = rng.uniform(0, 1, (N_FEATURES + 1, N_FEATURES * N_CLASSES))
+    out = np.empty((BLOCK_ROWS, N_FEATURES * N_CLASSES))
+
+    def blocked() -> None:
+        for start in range(0, n - BLOCK_ROWS + 1, BLOCK_ROWS):
+            np.matmul(x[start:start + BLOCK_ROWS], w, out=out)
+
+    seconds = timed(blocked, repeats=3)
+    done = (n // BLOCK_ROWS) * BLOCK_ROWS
+    flops = 2 * done * (N_FEATURES + 1) * N_FEATURES * N_CLASSES
+    return {"seconds": median(seconds) * n / done, "gflops": flops / median(seconds) / 1e9,
+            "block_rows": BLOCK_ROWS}
 
 
 def in_subprocess(n: int, kind: str) -> dict:
@@ -105,7 +118,7 @@ def main() -> None:
         result = {"n": n, "parameters": {"features": N_FEATURES, "classes": N_CLASSES,
                                          "clusters": N_CLUSTERS,
                                          "references_per_class": REFERENCES_PER_CLASS}}
-        for kind in ("float64", "float32"):
+        for kind in ("float64", "float64_one_thread", "float32"):
             r = in_subprocess(n, kind)
             result[kind] = {**r, "rows_per_s": n / r["seconds"]}
         result["seconds"] = result["float64"]["seconds"]

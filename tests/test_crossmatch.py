@@ -7,7 +7,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import pytest
 from factories import detections_frame
+
+from xpipe import load
 
 
 def angular_sep_arcsec(ra1, dec1, ra2, dec2):
@@ -17,7 +20,12 @@ def angular_sep_arcsec(ra1, dec1, ra2, dec2):
     return np.degrees(2 * np.arcsin(np.sqrt(h))) * 3600
 
 
-def test_best_match_equals_brute_force(tmp_path: Path, cli, warehouse_path: Path) -> None:
+# One partition, and ~11 partitions of cells, each matched by its own query.
+@pytest.mark.parametrize("partition_sources", [load.MATCH_PARTITION_SOURCES, 37])
+def test_best_match_equals_brute_force(tmp_path: Path, cli, warehouse_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       partition_sources: int) -> None:
+    monkeypatch.setattr(load, "MATCH_PARTITION_SOURCES", partition_sources)
     rng = np.random.default_rng(11)
     n = 400
     ra = rng.uniform(0, 360, n)

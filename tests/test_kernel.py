@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpipe.kernel import MahalanobisSoftmin, RunningMoments, softmin
+from xpipe.kernel import BLOCK_ROWS, MahalanobisSoftmin, RunningMoments, softmin
 
 N_FEATURES = 12
 N_CLASSES = 10
@@ -103,3 +103,24 @@ def test_running_moments_covariance_is_numpy_cov():
 def test_softmin_is_stable_for_huge_distances():
     p = softmin(np.array([[1e6, 1e6 + 1, np.inf]]))
     np.testing.assert_allclose(p, [[1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1)), 0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_rows_result_does_not_depend_on_its_batch(random_problem, dtype):
+    """Bit for bit: alone, in a shuffled batch spanning several blocks, at a block's edge, on
+    one thread or several."""
+    n_clusters, x_ref, y_ref, c_ref, _, _ = random_problem
+    model = MahalanobisSoftmin(n_clusters, N_CLASSES, N_FEATURES, dtype=dtype, n_jobs=2).fit(
+        x_ref, y_ref, c_ref)
+    rng = np.random.default_rng(5)
+    n = 2 * BLOCK_ROWS + 77
+    x = rng.uniform(0, 1, (n, N_FEATURES))
+    c = rng.integers(0, 2, n)
+    whole = model.distances(x, c)
+    perm = rng.permutation(n)
+    np.testing.assert_array_equal(model.distances(x[perm], c[perm]), whole[perm])
+    model.n_jobs = 1
+    np.testing.assert_array_equal(model.distances(x, c), whole)
+    model.n_jobs = 3
+    for i in [0, BLOCK_ROWS - 1, BLOCK_ROWS, n - 1, *rng.integers(0, n, 20)]:
+        np.testing.assert_array_equal(model.distances(x[i:i + 1], c[i:i + 1])[0], whole[i])

@@ -3,25 +3,22 @@
 -- vectors binned in 3-D cells of side 8×radius; a SIMBAD object is also put in a neighbouring
 -- cell only when it lies within one radius of that cell's face, so an equi-join on the cell
 -- finds every pair closer than the radius (RA wrap-around and the poles need no special case).
+-- Sources come from raw.match_sources__staging (sql/ingest/match_sources.sql). Each source lies
+-- in one cell, so the work splits into getvariable('match_partitions') disjoint partitions of
+-- cells (by hash); this query is partition getvariable('match_partition'), keeping the join's
+-- memory bounded at any catalogue size.
 WITH params AS (
     SELECT
         radians(getvariable('match_radius_arcsec') / 3600.0) AS radius_rad,
-        8.0 * radians(getvariable('match_radius_arcsec') / 3600.0) AS cell
-),
-
-sources AS (
-    SELECT name, arg_min(ra, det_id) AS ra, arg_min(dec, det_id) AS dec
-    FROM raw.detections
-    GROUP BY name
+        8.0 * radians(getvariable('match_radius_arcsec') / 3600.0) AS cell,
+        CAST(getvariable('match_partitions') AS UBIGINT) AS partitions,
+        CAST(getvariable('match_partition') AS UBIGINT) AS partition
 ),
 
 source_cells AS (
-    SELECT
-        s.name, s.ra, s.dec,
-        CAST(floor(cos(radians(s.dec)) * cos(radians(s.ra)) / p.cell) AS BIGINT) AS cx,
-        CAST(floor(cos(radians(s.dec)) * sin(radians(s.ra)) / p.cell) AS BIGINT) AS cy,
-        CAST(floor(sin(radians(s.dec)) / p.cell) AS BIGINT) AS cz
-    FROM sources AS s, params AS p
+    SELECT s.name, s.ra, s.dec, s.cx, s.cy, s.cz
+    FROM raw.match_sources__staging AS s, params AS p
+    WHERE hash(s.cx, s.cy, s.cz) % p.partitions = p.partition
 ),
 
 simbad_vectors AS (
@@ -49,11 +46,17 @@ simbad_xy AS (
     FROM simbad_x
 ),
 
-simbad_cells AS (
+simbad_xyz AS (
     SELECT *, CAST(floor(uz) AS BIGINT) + unnest(
         CASE WHEN uz - floor(uz) < margin THEN [0, -1]
              WHEN uz - floor(uz) > 1 - margin THEN [0, 1] ELSE [0] END) AS cz
     FROM simbad_xy
+),
+
+simbad_cells AS (
+    SELECT b.*
+    FROM simbad_xyz AS b, params AS p
+    WHERE hash(b.cx, b.cy, b.cz) % p.partitions = p.partition
 ),
 
 candidates AS (

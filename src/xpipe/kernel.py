@@ -9,10 +9,14 @@ does not grow with the number of references either.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import ThreadpoolController
 
 F64 = NDArray[np.float64]
 
@@ -54,29 +58,94 @@ def psd_factor(matrix: F64) -> F64:
     return vectors * np.sqrt(np.clip(values, 0.0, None))
 
 
-def squared_mahalanobis(x: F64, means: F64, factors: F64, block_rows: int = 8192) -> F64:
-    """d[i, k] = (x_i − μ_k)ᵀ Σ_k⁺ (x_i − μ_k) with Σ_k⁺ = W_k W_kᵀ; shapes (n,f), (K,f), (K,f,f).
+# Rows per matrix product. Every product has exactly this shape (the last block is padded), so
+# BLAS takes the same path for every row wherever it sits in a batch: see squared_mahalanobis.
+BLOCK_ROWS = 4096
 
-    All classes come from one product x @ [W_1 … W_K] minus the projected means, done in blocks
-    of rows small enough for the (block × K·f) intermediate to stay in cache.
+
+def augmented_factors(means: F64, factors: F64) -> F64:
+    """[W_1 … W_K] with −[μ_1 W_1 … μ_K W_K] as an extra last row, shape (f + 1, K·f).
+
+    Against rows with a trailing 1 this gives (x − μ_k) W_k for every class in one product.
     """
     n_classes, n_features, _ = factors.shape
-    dtype = x.dtype
     stacked = factors.transpose(1, 0, 2).reshape(n_features, n_classes * n_features)
-    stacked = np.ascontiguousarray(stacked, dtype=dtype)
-    projected_means = (means[:, None, :] @ factors).reshape(-1).astype(dtype)
-    out = np.empty((len(x), n_classes), dtype=np.float64)
-    buffer = np.empty((min(block_rows, len(x)), n_classes * n_features), dtype=dtype)
-    for start in range(0, len(x), block_rows):
-        block = x[start:start + block_rows]
-        projected = buffer[:len(block)]
-        # einsum, not BLAS: a row's result must not depend on the rows around it (BLAS picks
-        # other micro-kernels for edge tiles), so a frozen model gives any detection exactly the
-        # probabilities the batch run gave it; einsum is as fast here (K·f is small).
-        np.einsum("nf,fj->nj", block, stacked, out=projected)
-        projected -= projected_means
-        grouped = projected.reshape(len(block), n_classes, n_features)
-        out[start:start + len(block)] = np.einsum("nkf,nkf->nk", grouped, grouped)
+    projected_means = (means[:, None, :] @ factors).reshape(1, -1)
+    return np.vstack([stacked, -projected_means])
+
+
+@cache
+def blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@cache
+def blas_is_row_independent(dtype: type, inner: int, outer: int) -> bool:
+    """Whether BLAS gives a row the same bits at every position of a BLOCK_ROWS × inner block.
+
+    Tested, not assumed: a block of identical rows must give identical products. OpenBLAS's
+    float64 Haswell kernel passes; its float32 kernel does not (a row's last bits depend on
+    its place in a tile), and a kernel that fails gets einsum, which is row by row. Call it
+    with BLAS limited to one thread, as the products run.
+    """
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((inner, outer)).astype(dtype)
+    for _ in range(3):
+        rows = np.repeat(rng.standard_normal((1, inner)).astype(dtype), BLOCK_ROWS, axis=0)
+        product = rows @ weights
+        if not (product == product[:1]).all():
+            return False
+    return True
+
+
+def _distance_blocks(x: F64, index: NDArray[np.integer], weights: F64, n_classes: int,
+                     starts: range, out: F64, use_blas: bool) -> None:
+    """Distances of the rows x[index[s:s + BLOCK_ROWS]] for each s in `starts`, into out."""
+    n_features = x.shape[1]
+    rows = np.ones((BLOCK_ROWS, n_features + 1), dtype=weights.dtype)  # last column stays 1
+    projected = np.empty((BLOCK_ROWS, weights.shape[1]), dtype=weights.dtype)
+    grouped = projected.reshape(BLOCK_ROWS, n_classes, n_features)
+    squared = np.empty((BLOCK_ROWS, n_classes), dtype=np.float64)
+    for start in starts:
+        block = index[start:start + BLOCK_ROWS]
+        rows[:len(block), :n_features] = x[block]
+        if use_blas:
+            np.matmul(rows, weights, out=projected)
+        else:
+            np.einsum("nf,fj->nj", rows, weights, out=projected)
+        np.einsum("nkf,nkf->nk", grouped, grouped, out=squared)
+        out[start:start + len(block)] = squared[:len(block)]
+
+
+def squared_mahalanobis(x: F64, means: F64, factors: F64, index: NDArray[np.integer] | None = None,
+                        n_jobs: int = 1) -> F64:
+    """d[i, k] = (x_j − μ_k)ᵀ Σ_k⁺ (x_j − μ_k), j = index[i], with Σ_k⁺ = W_k W_kᵀ; shapes (n,f),
+    (K,f), (K,f,f); index defaults to every row.
+
+    One product [x 1] @ augmented_factors per block of rows, sized to stay in cache, then the
+    squared norms of each class's f columns; blocks are shared among n_jobs threads. A
+    detection's result must not depend on the rows around it (a frozen model gives it exactly
+    the probabilities the batch run gave it). BLAS picks its micro-kernels from the shape, so
+    every product has the one shape BLOCK_ROWS × (f+1) (the last block padded), runs on one
+    BLAS thread, and uses BLAS only where blas_is_row_independent shows that this shape gives
+    every position the same arithmetic.
+    """
+    n_classes = factors.shape[0]
+    index = np.arange(len(x)) if index is None else index
+    weights = augmented_factors(means, factors).astype(x.dtype)
+    out = np.empty((len(index), n_classes), dtype=np.float64)
+    n_blocks = -(-len(index) // BLOCK_ROWS)
+    workers = max(1, min(n_jobs, n_blocks))
+    with blas_controller().limit(limits=1, user_api="blas"):
+        use_blas = blas_is_row_independent(x.dtype.type, *weights.shape)
+        shares = [range(w * BLOCK_ROWS, len(index), workers * BLOCK_ROWS) for w in range(workers)]
+        if workers == 1:
+            _distance_blocks(x, index, weights, n_classes, shares[0], out, use_blas)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for done in [pool.submit(_distance_blocks, x, index, weights, n_classes, share,
+                                         out, use_blas) for share in shares]:
+                    done.result()
     return out
 
 
@@ -98,12 +167,14 @@ class MahalanobisSoftmin:
     their own cluster; classes with fewer than `min_references` references there get p = 0."""
 
     def __init__(self, n_clusters: int, n_classes: int, n_features: int,
-                 min_references: int = 12, dtype: type = np.float64) -> None:
+                 min_references: int = 12, dtype: type = np.float64,
+                 n_jobs: int | None = None) -> None:
         self.n_clusters = n_clusters
         self.n_classes = n_classes
         self.n_features = n_features
         self.min_references = min_references
-        self.dtype = dtype  # float32 roughly doubles throughput; see bench/ for its accuracy
+        self.dtype = dtype  # float32: faster where BLAS allows; see bench/ for its accuracy
+        self.n_jobs = n_jobs  # threads for the distances; None: every core. Results are the same
 
     def partial_fit(self, x: F64, classes: NDArray[np.integer], clusters: NDArray[np.integer]
                     ) -> MahalanobisSoftmin:
@@ -157,13 +228,14 @@ class MahalanobisSoftmin:
     def distances(self, x: F64, clusters: NDArray[np.integer]) -> F64:
         """Squared distances to every class of each row's cluster; +inf for unusable classes.
 
-        Rows are grouped by cluster once (a stable sort), so each cluster is one contiguous
-        block for the matrix products instead of a gather and a scatter per cluster.
+        Rows are grouped by cluster once (a stable sort); each cluster's rows are gathered a
+        block at a time, so no sorted copy of x is made.
         """
+        x = np.asarray(x, dtype=self.dtype)
+        n_jobs = self.n_jobs or os.cpu_count() or 1
         order = np.argsort(clusters, kind="stable")
         sorted_clusters = clusters[order]
-        x_sorted = np.ascontiguousarray(x[order], dtype=self.dtype)
-        sorted_out = np.full((len(x), self.n_classes), np.inf)
+        out = np.full((len(x), self.n_classes), np.inf)
         bounds = np.flatnonzero(np.diff(sorted_clusters)) + 1
         for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
             if stop == start:
@@ -172,14 +244,13 @@ class MahalanobisSoftmin:
             usable = np.flatnonzero(self.usable_[c])
             if len(usable) == 0:
                 continue
-            d = squared_mahalanobis(x_sorted[start:stop], self.means_[c, usable],
-                                    self.factors_[c, usable])
+            rows = order[start:stop]
+            d = squared_mahalanobis(x, self.means_[c, usable], self.factors_[c, usable],
+                                    index=rows, n_jobs=n_jobs)
             if len(usable) == self.n_classes:
-                sorted_out[start:stop] = d
+                out[rows] = d
             else:
-                sorted_out[start:stop, usable] = d
-        out = np.empty_like(sorted_out)
-        out[order] = sorted_out
+                out[np.ix_(rows, usable)] = d
         return out
 
     def predict_proba(self, x: F64, clusters: NDArray[np.integer]) -> F64:
