@@ -10,6 +10,7 @@ does not grow with the number of references either.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -98,68 +99,112 @@ def blas_is_row_independent(dtype: type, inner: int, outer: int) -> bool:
     return True
 
 
-def _distance_blocks(x: F64, index: NDArray[np.integer], weights: F64, n_classes: int,
-                     starts: range, out: F64, use_blas: bool) -> None:
-    """Distances of the rows x[index[s:s + BLOCK_ROWS]] for each s in `starts`, into out."""
-    n_features = x.shape[1]
-    rows = np.ones((BLOCK_ROWS, n_features + 1), dtype=weights.dtype)  # last column stays 1
-    projected = np.empty((BLOCK_ROWS, weights.shape[1]), dtype=weights.dtype)
-    grouped = projected.reshape(BLOCK_ROWS, n_classes, n_features)
-    squared = np.empty((BLOCK_ROWS, n_classes), dtype=np.float64)
-    for start in starts:
-        block = index[start:start + BLOCK_ROWS]
-        rows[:len(block), :n_features] = x[block]
-        if use_blas:
-            np.matmul(rows, weights, out=projected)
-        else:
-            np.einsum("nf,fj->nj", rows, weights, out=projected)
-        np.einsum("nkf,nkf->nk", grouped, grouped, out=squared)
-        out[start:start + len(block)] = squared[:len(block)]
+def threads(n_jobs: int | None) -> int:
+    """n_jobs as scikit-learn reads it here: None means every core."""
+    return n_jobs or os.cpu_count() or 1
 
 
-def squared_mahalanobis(x: F64, means: F64, factors: F64, index: NDArray[np.integer] | None = None,
-                        n_jobs: int = 1) -> F64:
-    """d[i, k] = (x_j − μ_k)ᵀ Σ_k⁺ (x_j − μ_k), j = index[i], with Σ_k⁺ = W_k W_kᵀ; shapes (n,f),
-    (K,f), (K,f,f); index defaults to every row.
+def run_shared(work: Callable[[range], None], n_items: int, n_jobs: int | None) -> None:
+    """Call work(items) on n_jobs interleaved shares of range(n_items), one thread each
+    (numpy's loops and BLAS release the GIL); work writes its items' results itself."""
+    workers = max(1, min(threads(n_jobs), n_items))
+    shares = [range(w, n_items, workers) for w in range(workers)]
+    if workers == 1:
+        work(shares[0])
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(work, share) for share in shares]:
+            done.result()
 
-    One product [x 1] @ augmented_factors per block of rows, sized to stay in cache, then the
-    squared norms of each class's f columns; blocks are shared among n_jobs threads. A
-    detection's result must not depend on the rows around it (a frozen model gives it exactly
-    the probabilities the batch run gave it). BLAS picks its micro-kernels from the shape, so
-    every product has the one shape BLOCK_ROWS × (f+1) (the last block padded), runs on one
-    BLAS thread, and uses BLAS only where blas_is_row_independent shows that this shape gives
-    every position the same arithmetic.
-    """
-    n_classes = factors.shape[0]
-    index = np.arange(len(x)) if index is None else index
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Rows x[rows] against one set of classes, written to out[rows, columns]."""
+
+    rows: NDArray[np.integer]
+    weights: F64  # augmented_factors of the classes, in the kernel's dtype
+    columns: NDArray[np.integer] | None  # None: every column of out
+    use_blas: bool
+
+
+def row_group(x: F64, rows: NDArray[np.integer], means: F64, factors: F64,
+              columns: NDArray[np.integer] | None = None) -> RowGroup:
+    """Call with BLAS limited to one thread, as the products run."""
     weights = augmented_factors(means, factors).astype(x.dtype)
-    out = np.empty((len(index), n_classes), dtype=np.float64)
-    n_blocks = -(-len(index) // BLOCK_ROWS)
-    workers = max(1, min(n_jobs, n_blocks))
+    return RowGroup(rows, weights, columns,
+                    blas_is_row_independent(x.dtype.type, *weights.shape))
+
+
+def distances_into(x: F64, groups: list[RowGroup], out: F64, n_jobs: int | None) -> None:
+    """out[g.rows, g.columns] = squared distances of each group's rows to its classes.
+
+    One product [x 1] @ augmented_factors per block of BLOCK_ROWS rows, sized to stay in
+    cache, then the squared norms of each class's f columns; the blocks of every group are
+    shared among n_jobs threads. A detection's result must not depend on the rows around it
+    (a frozen model gives it exactly the probabilities the batch run gave it). BLAS picks its
+    micro-kernels from the shape, so every product has the one shape BLOCK_ROWS × (f+1) (the
+    last block of a group padded), runs on one BLAS thread, and uses BLAS only where
+    blas_is_row_independent shows that this shape gives every position the same arithmetic.
+    """
+    n_features = x.shape[1]
+    blocks = [(g, start) for g in groups for start in range(0, len(g.rows), BLOCK_ROWS)]
+    widest = max((g.weights.shape[1] for g in groups), default=0)
+
+    def work(items: range) -> None:
+        rows = np.ones((BLOCK_ROWS, n_features + 1), dtype=x.dtype)  # last column stays 1
+        flat = np.empty(BLOCK_ROWS * widest, dtype=x.dtype)
+        for item in items:
+            group, start = blocks[item]
+            index = group.rows[start:start + BLOCK_ROWS]
+            n_classes = group.weights.shape[1] // n_features
+            projected = flat[:BLOCK_ROWS * n_classes * n_features].reshape(BLOCK_ROWS, -1)
+            rows[:len(index), :n_features] = x[index]
+            if group.use_blas:
+                np.matmul(rows, group.weights, out=projected)
+            else:
+                np.einsum("nf,fj->nj", rows, group.weights, out=projected)
+            grouped = projected.reshape(BLOCK_ROWS, n_classes, n_features)
+            squared = np.einsum("nkf,nkf->nk", grouped, grouped)[:len(index)]
+            if group.columns is None:
+                out[index] = squared
+            else:
+                out[np.ix_(index, group.columns)] = squared
+
     with blas_controller().limit(limits=1, user_api="blas"):
-        use_blas = blas_is_row_independent(x.dtype.type, *weights.shape)
-        shares = [range(w * BLOCK_ROWS, len(index), workers * BLOCK_ROWS) for w in range(workers)]
-        if workers == 1:
-            _distance_blocks(x, index, weights, n_classes, shares[0], out, use_blas)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                for done in [pool.submit(_distance_blocks, x, index, weights, n_classes, share,
-                                         out, use_blas) for share in shares]:
-                    done.result()
+        run_shared(work, len(blocks), n_jobs)
+
+
+def squared_mahalanobis(x: F64, means: F64, factors: F64, n_jobs: int | None = None) -> F64:
+    """d[i, k] = (x_i − μ_k)ᵀ Σ_k⁺ (x_i − μ_k) with Σ_k⁺ = W_k W_kᵀ; shapes (n,f), (K,f),
+    (K,f,f). See distances_into."""
+    out = np.empty((len(x), factors.shape[0]), dtype=np.float64)
+    with blas_controller().limit(limits=1, user_api="blas"):
+        group = row_group(x, np.arange(len(x)), means, factors)
+    distances_into(x, [group], out, n_jobs)
     return out
 
 
-def softmin(distances: F64) -> F64:
+def softmin(distances: F64, n_jobs: int | None = None) -> F64:
     """p_k = exp(−d_k) / Σ_j exp(−d_j), shifted by the row minimum; +inf distances give 0.
 
     A row whose distances are all +inf (no usable class) is NaN: it cannot be classified.
+    Computed in cache-sized blocks of rows on n_jobs threads (None: every core); each row's
+    arithmetic is its own, so the result does not depend on either.
     """
-    with np.errstate(invalid="ignore"):  # inf − inf in rows with no usable class: NaN
-        weights = distances - np.min(distances, axis=1, keepdims=True)
-        np.negative(weights, out=weights)
-        np.exp(weights, out=weights)
-        weights /= weights.sum(axis=1, keepdims=True)
-    return weights
+    out = np.empty_like(distances, dtype=np.float64)
+
+    def work(blocks: range) -> None:
+        with np.errstate(invalid="ignore"):  # inf − inf in rows with no usable class: NaN
+            for block in blocks:
+                rows = slice(block * BLOCK_ROWS, (block + 1) * BLOCK_ROWS)
+                d, w = distances[rows], out[rows]
+                np.subtract(d, np.min(d, axis=1, keepdims=True), out=w)
+                np.negative(w, out=w)
+                np.exp(w, out=w)
+                w /= w.sum(axis=1, keepdims=True)
+
+    run_shared(work, -(-len(distances) // BLOCK_ROWS), n_jobs)
+    return out
 
 
 class MahalanobisSoftmin:
@@ -228,33 +273,31 @@ class MahalanobisSoftmin:
     def distances(self, x: F64, clusters: NDArray[np.integer]) -> F64:
         """Squared distances to every class of each row's cluster; +inf for unusable classes.
 
-        Rows are grouped by cluster once (a stable sort); each cluster's rows are gathered a
-        block at a time, so no sorted copy of x is made.
+        Rows are grouped by cluster once (a stable sort); a cluster's rows are gathered a block
+        at a time and the blocks of all clusters shared among the threads (distances_into).
         """
         x = np.asarray(x, dtype=self.dtype)
-        n_jobs = self.n_jobs or os.cpu_count() or 1
         order = np.argsort(clusters, kind="stable")
         sorted_clusters = clusters[order]
         out = np.full((len(x), self.n_classes), np.inf)
         bounds = np.flatnonzero(np.diff(sorted_clusters)) + 1
-        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
-            if stop == start:
-                continue
-            c = int(sorted_clusters[start])
-            usable = np.flatnonzero(self.usable_[c])
-            if len(usable) == 0:
-                continue
-            rows = order[start:stop]
-            d = squared_mahalanobis(x, self.means_[c, usable], self.factors_[c, usable],
-                                    index=rows, n_jobs=n_jobs)
-            if len(usable) == self.n_classes:
-                out[rows] = d
-            else:
-                out[np.ix_(rows, usable)] = d
+        groups = []
+        with blas_controller().limit(limits=1, user_api="blas"):
+            for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
+                if stop == start:
+                    continue
+                c = int(sorted_clusters[start])
+                usable = np.flatnonzero(self.usable_[c])
+                if len(usable) == 0:
+                    continue
+                columns = None if len(usable) == self.n_classes else usable
+                groups.append(row_group(x, order[start:stop], self.means_[c, usable],
+                                        self.factors_[c, usable], columns))
+        distances_into(x, groups, out, self.n_jobs)
         return out
 
     def predict_proba(self, x: F64, clusters: NDArray[np.integer]) -> F64:
-        return softmin(self.distances(x, clusters))
+        return softmin(self.distances(x, clusters), self.n_jobs)
 
     def predict(self, x: F64, clusters: NDArray[np.integer]) -> NDArray[np.int64]:
         """0-based class codes; -1 where the cluster has no usable class."""
