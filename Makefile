@@ -88,7 +88,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 ## benchmarks: JSON per benchmark under bench/results/, plus bench/results/SUMMARY.md
-BENCH_SIZES ?= 100000 928280 1304376 10000000
+BENCH_SIZES ?= 100000 928280 1304376 10000000 100000000
 bench: bench-kernel bench-pipeline
 	$(PY) bench/summarize.py
 

@@ -2,7 +2,7 @@
 
 Each stage runs as its own `xpipe` process, so its peak RSS (from wait4) is the stage's own;
 a thread samples the DuckDB spill directory for the largest spill. Usage:
-    python bench/pipeline.py [N ...]      # default: 100000 928280 1304376 10000000
+    python bench/pipeline.py [N ...]      # default: 100000 928280 1304376 10000000 100000000
 Results: bench/results/pipeline_<N>.json. Work files live in bench/work/ (git-ignored) and are
 deleted after each size. With BENCH_SIM_CACHE=<dir> the simulated catalogue of each size is kept
 in <dir>/n<N> with its measured simulate stage (simulate.json) and reused by later runs: the 10^8
@@ -25,7 +25,24 @@ from common import write_result
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work"
 XPIPE = [sys.executable, "-m", "xpipe.cli"]
-DEFAULT_SIZES = [100_000, 928_280, 1_304_376, 10_000_000]
+DEFAULT_SIZES = [100_000, 928_280, 1_304_376, 10_000_000, 100_000_000]
+# Disk one detection needs while its size runs, measured at 10^8: 190 B of simulated Parquet,
+# 230 B of warehouse, up to 20 B of DuckDB spill, 10 B of export; rounded up.
+DISK_BYTES_PER_DETECTION = 500
+
+
+class NotEnoughDiskError(RuntimeError):
+    pass
+
+
+def check_disk(n: int, sim: Path) -> None:
+    """Refuse a size the disk cannot hold before spending an hour on it, saying why."""
+    needed = n * DISK_BYTES_PER_DETECTION - folder_bytes(sim)
+    WORK.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(WORK).free
+    if needed > free:
+        raise NotEnoughDiskError(f"n={n:,} needs about {needed / 1e9:.0f} GB of disk under {WORK} "
+                            f"(and the simulation cache), {free / 1e9:.0f} GB are free")
 
 
 def folder_bytes(path: Path) -> int:
@@ -74,9 +91,10 @@ def simulate_stage(n: int, sim: Path, env: dict, spill: Path) -> dict:
 def bench_size(n: int) -> dict:
     work = WORK / f"n{n}"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     cache = os.environ.get("BENCH_SIM_CACHE")
     sim = Path(cache) / f"n{n}" if cache else work / "sim"
+    check_disk(n, sim)
+    work.mkdir(parents=True)
     warehouse = work / "xpipe.duckdb"
     spill = work / "tmp"
     env = {**os.environ, "XPIPE_WAREHOUSE": str(warehouse), "XPIPE_TEMP_DIR": str(spill),
@@ -97,19 +115,28 @@ def bench_size(n: int) -> dict:
     import duckdb
 
     con = duckdb.connect(str(warehouse), read_only=True)
-    row = con.execute("SELECT row_counts, timings FROM meta.runs WHERE command = 'classify' "
-                      "AND status = 'ok' ORDER BY started_at DESC LIMIT 1").fetchall()[0]
+    runs = {command: con.execute(
+        "SELECT row_counts, timings FROM meta.runs WHERE command = ? AND status = 'ok' "
+        "ORDER BY started_at DESC LIMIT 1", [command]).fetchall()[0]
+        for command in ("warehouse", "classify")}
     con.close()
     sizes = {"simulated_bytes": folder_bytes(sim / "detections") + folder_bytes(sim / "simbad"),
              "warehouse_bytes": warehouse.stat().st_size}
     shutil.rmtree(work, ignore_errors=True)
-    return {"stages": results, "classify_substages_seconds": json.loads(row[1]),
-            "row_counts": json.loads(row[0]), **sizes}
+    return {"stages": results,
+            "warehouse_substages_seconds": json.loads(runs["warehouse"][1]),
+            "classify_substages_seconds": json.loads(runs["classify"][1]),
+            "warehouse_row_counts": json.loads(runs["warehouse"][0]),
+            "row_counts": json.loads(runs["classify"][0]),
+            **sizes}
 
 
 def main(sizes: list[int]) -> None:
     for n in sizes:
-        result = bench_size(n)
+        try:
+            result = bench_size(n)
+        except NotEnoughDiskError as exc:
+            sys.exit(f"stopped before n={n:,}, the largest sizes done are the ones above: {exc}")
         stages = result["stages"]
         total = sum(s["seconds"] for name, s in stages.items() if name != "simulate")
         payload = {

@@ -177,3 +177,17 @@ def test_failed_classify_keeps_previous_results(tmp_path: Path, cli, warehouse_p
     con.close()
     assert after == before
     assert runs[-2:] == [("classify", "ok"), ("classify", "failed")]
+
+
+def test_a_failed_insert_reports_its_own_error(tmp_path: Path, cli, loaded: dict,
+                                               warehouse_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's own error (here out of memory), not the aborted transaction's later refusals;
+    the warehouse keeps its tables."""
+    big = tmp_path / "big.parquet"
+    detections_frame(200_000).write_parquet(big)
+    monkeypatch.setenv("XPIPE_MEMORY_LIMIT", "4MB")
+    output = load_fails(cli, big, "--labels", "none")
+    assert "Out of Memory Error" in output
+    assert "aborted" not in output
+    assert snapshot(warehouse_path) == loaded

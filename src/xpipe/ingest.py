@@ -9,6 +9,7 @@ VOTable null for floating-point fields, so it is stored as NULL.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,8 +232,13 @@ def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile,
     try:
         con.execute(f"INSERT INTO {staged} SELECT {', '.join(generated + exprs)} "
                     f"FROM ({inp.relation_sql})")
-    finally:
-        con.execute("RESET disabled_optimizers")
+    except BaseException:
+        # A failed statement aborts the transaction, which then refuses the RESET until the
+        # caller rolls back: the error to report is the INSERT's, not the RESET's.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("RESET disabled_optimizers")
+        raise
+    con.execute("RESET disabled_optimizers")
     # Rows of one input are contiguous, so zone maps on source_file keep this to one pass
     # over this input's rows.
     count = check_values(con, staged, schema, where=f"source_file = {sql_literal(origin)}")
@@ -276,12 +282,18 @@ def check_unique(con: duckdb.DuckDBPyConnection, table: str, key: list[str], wha
                  where: str = "TRUE") -> None:
     """Duplicated keys are an error naming both rows: silently keeping one would hide bad input.
 
-    NULLs in a key column group together, as for a missing `obi`. The first pass only counts
-    (an aggregate DuckDB can spill); the rows are looked up only for a duplicate found.
+    NULLs in a key column group together, as for a missing `obi`. The first pass groups only
+    a 64-bit hash of the key (at 10^8 detections a table of strings spills, one of integers
+    much less); the few hashes seen twice are then grouped by the key itself, so a collision
+    is never taken for a duplicate. Rows are looked up only for a duplicate found.
     """
     cols = ", ".join(f'"{k}"' for k in key)
-    duplicate = first_row(con, f"SELECT {cols} FROM {table} WHERE {where} GROUP BY ALL "
-                               f"HAVING count(*) > 1 LIMIT 1")
+    hashed = f"hash({cols})"
+    seen_twice = f"SELECT {hashed} AS h FROM {table} WHERE {where} GROUP BY h HAVING count(*) > 1"
+    if first_row(con, f"{seen_twice} LIMIT 1") is None:
+        return
+    duplicate = first_row(con, f"SELECT {cols} FROM {table} WHERE ({where}) AND {hashed} IN "
+                               f"({seen_twice}) GROUP BY ALL HAVING count(*) > 1 LIMIT 1")
     if duplicate is None:
         return
     match = " AND ".join(f'"{k}" IS NOT DISTINCT FROM ?' for k in key)
