@@ -106,6 +106,13 @@ def threads(n_jobs: int | None) -> int:
     return n_jobs or os.cpu_count() or 1
 
 
+@cache
+def thread_pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per size for the process: starting threads on every call costs more than the
+    paper-sized problem's arithmetic."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="xpipe-kernel")
+
+
 def run_shared(work: Callable[[range], None], n_items: int, n_jobs: int | None) -> None:
     """Call work(items) on n_jobs interleaved shares of range(n_items), one thread each
     (numpy's loops and BLAS release the GIL); work writes its items' results itself."""
@@ -114,9 +121,8 @@ def run_shared(work: Callable[[range], None], n_items: int, n_jobs: int | None) 
     if workers == 1:
         work(shares[0])
         return
-    with ThreadPoolExecutor(workers) as pool:
-        for done in [pool.submit(work, share) for share in shares]:
-            done.result()
+    for done in [thread_pool(workers).submit(work, share) for share in shares]:
+        done.result()
 
 
 @dataclass(frozen=True)

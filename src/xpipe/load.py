@@ -14,7 +14,7 @@ import duckdb
 from xpipe.ingest import check_unique, expand_inputs, load_files, open_input
 from xpipe.progress import progress_bar
 from xpipe.resources import sql_dir
-from xpipe.runner import set_parameters
+from xpipe.runner import load_macros, set_parameters
 from xpipe.runs import recorded_run
 from xpipe.schemas import SchemaError, load_schema
 from xpipe.warehouse import first_row, scalar, staging_name, swap_in, transaction
@@ -69,17 +69,20 @@ def stage_crossmatch(con: duckdb.DuckDBPyConnection, radius_arcsec: float) -> in
     """Best match within the radius, from raw.detections and raw.simbad as swapped in by the
     enclosing transaction.
 
-    The sources are grouped once, then matched in partitions of about
-    MATCH_PARTITION_SOURCES sources each: one query over every source needs the join's hash
-    table for all of them, which outgrew the 2 GB memory limit at 10^8 detections.
+    Both sides are binned in cells once (two scratch tables, dropped afterwards), then matched
+    in partitions of about MATCH_PARTITION_SOURCES sources each: one query over every source
+    needs the join's hash table for all of them, which outgrew the 2 GB memory limit at 10^8
+    detections, and binning inside each partition made the work grow with N × partitions.
     """
     if radius_arcsec <= 0:
         raise ValueError(f"match radius must be positive, got {radius_arcsec} arcsec")
     set_parameters(con, {"match_radius_arcsec": float(radius_arcsec)})
-    sources = staging_name("raw.match_sources")
-    con.execute(f"CREATE OR REPLACE TABLE {sources} AS "
-                f"{(sql_dir() / 'ingest' / 'match_sources.sql').read_text()}")
-    partitions = max(1, -(-scalar(con, f"SELECT count(*) FROM {sources}")
+    load_macros(con)
+    scratch = [staging_name("raw.match_sources"), staging_name("raw.match_simbad_cells")]
+    for table, model in zip(scratch, ("match_sources", "match_simbad_cells"), strict=True):
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS "
+                    f"{(sql_dir() / 'ingest' / f'{model}.sql').read_text()}")
+    partitions = max(1, -(-scalar(con, f"SELECT count(*) FROM {scratch[0]}")
                           // MATCH_PARTITION_SOURCES))
     sql = (sql_dir() / "ingest" / "simbad_match.sql").read_text()
     staged = staging_name("raw.simbad_match")
@@ -90,7 +93,8 @@ def stage_crossmatch(con: duckdb.DuckDBPyConnection, radius_arcsec: float) -> in
             set_parameters(con, {"match_partitions": partitions, "match_partition": partition})
             con.execute(f"INSERT INTO {staged} BY NAME {sql}")
             bar.update(1)
-    con.execute(f"DROP TABLE {sources}")
+    for table in scratch:
+        con.execute(f"DROP TABLE {table}")
     return scalar(con, f"SELECT count(*) FROM {staged}")
 
 
