@@ -88,7 +88,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 ## benchmarks: JSON per benchmark under bench/results/, plus bench/results/SUMMARY.md. The 10^8
-## size takes about 40 minutes and 50 GB of disk (checked before it starts); BENCH_SIM_CACHE=DIR
+## size takes about half an hour and 50 GB of disk (checked before it starts); BENCH_SIM_CACHE=DIR
 ## keeps the simulated catalogues there for later runs.
 BENCH_SIZES ?= 100000 928280 1304376 10000000 100000000
 bench: bench-kernel bench-pipeline
