@@ -102,8 +102,12 @@ def blas_is_row_independent(dtype: type, inner: int, outer: int) -> bool:
 
 
 def threads(n_jobs: int | None) -> int:
-    """n_jobs as scikit-learn reads it here: None means every core."""
-    return n_jobs or os.cpu_count() or 1
+    """n_jobs as scikit-learn reads it here: None means every core this process may use."""
+    if n_jobs:
+        return n_jobs
+    if hasattr(os, "sched_getaffinity"):  # a container's CPU set, not the host's count
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @cache
