@@ -88,16 +88,17 @@ def blas_is_row_independent(dtype: type, inner: int, outer: int) -> bool:
 
     Tested, not assumed: a block of identical rows must give identical products. OpenBLAS's
     float64 Haswell kernel passes; its float32 kernel does not (a row's last bits depend on
-    its place in a tile), and a kernel that fails gets einsum, which is row by row. Call it
-    with BLAS limited to one thread, as the products run.
+    its place in a tile), and a kernel that fails gets einsum, which is row by row. Run on one
+    BLAS thread, as the products are.
     """
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((inner, outer)).astype(dtype)
-    for _ in range(3):
-        rows = np.repeat(rng.standard_normal((1, inner)).astype(dtype), BLOCK_ROWS, axis=0)
-        product = rows @ weights
-        if not (product == product[:1]).all():
-            return False
+    with blas_controller().limit(limits=1, user_api="blas"):
+        for _ in range(3):
+            rows = np.repeat(rng.standard_normal((1, inner)).astype(dtype), BLOCK_ROWS, axis=0)
+            product = rows @ weights
+            if not (product == product[:1]).all():
+                return False
     return True
 
 
@@ -141,7 +142,6 @@ class RowGroup:
 
 def row_group(x: F64, rows: NDArray[np.integer], means: F64, factors: F64,
               columns: NDArray[np.integer] | None = None) -> RowGroup:
-    """Call with BLAS limited to one thread, as the products run."""
     weights = augmented_factors(means, factors).astype(x.dtype)
     return RowGroup(rows, weights, columns,
                     blas_is_row_independent(x.dtype.type, *weights.shape))
@@ -184,16 +184,6 @@ def distances_into(x: F64, groups: list[RowGroup], out: F64, n_jobs: int | None)
 
     with blas_controller().limit(limits=1, user_api="blas"):
         run_shared(work, len(blocks), n_jobs)
-
-
-def squared_mahalanobis(x: F64, means: F64, factors: F64, n_jobs: int | None = None) -> F64:
-    """d[i, k] = (x_i − μ_k)ᵀ Σ_k⁺ (x_i − μ_k) with Σ_k⁺ = W_k W_kᵀ; shapes (n,f), (K,f),
-    (K,f,f). See distances_into."""
-    out = np.empty((len(x), factors.shape[0]), dtype=np.float64)
-    with blas_controller().limit(limits=1, user_api="blas"):
-        group = row_group(x, np.arange(len(x)), means, factors)
-    distances_into(x, [group], out, n_jobs)
-    return out
 
 
 def softmin(distances: F64, n_jobs: int | None = None) -> F64:
@@ -294,17 +284,16 @@ class MahalanobisSoftmin:
         out = np.full((len(x), self.n_classes), np.inf)
         bounds = np.flatnonzero(np.diff(sorted_clusters)) + 1
         groups = []
-        with blas_controller().limit(limits=1, user_api="blas"):
-            for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
-                if stop == start:
-                    continue
-                c = int(sorted_clusters[start])
-                usable = np.flatnonzero(self.usable_[c])
-                if len(usable) == 0:
-                    continue
-                columns = None if len(usable) == self.n_classes else usable
-                groups.append(row_group(x, order[start:stop], self.means_[c, usable],
-                                        self.factors_[c, usable], columns))
+        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
+            if stop == start:
+                continue
+            c = int(sorted_clusters[start])
+            usable = np.flatnonzero(self.usable_[c])
+            if len(usable) == 0:
+                continue
+            columns = None if len(usable) == self.n_classes else usable
+            groups.append(row_group(x, order[start:stop], self.means_[c, usable],
+                                    self.factors_[c, usable], columns))
         distances_into(x, groups, out, self.n_jobs)
         return out
 
