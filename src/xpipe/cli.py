@@ -15,7 +15,7 @@ import duckdb
 
 from xpipe.config import Settings
 from xpipe.schemas import SchemaError
-from xpipe.warehouse import WarehouseError, connect, sql_literal
+from xpipe.warehouse import WarehouseError, connect
 
 USER_ERRORS = (SchemaError, WarehouseError, ValueError, FileNotFoundError, RuntimeError,
                duckdb.Error)
@@ -326,26 +326,27 @@ def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
 @click.pass_context
 @user_errors
 def sql(ctx: click.Context, query: str, fmt: str, out: Path | None, max_rows: int) -> None:
-    """Run a query on a read-only connection to the warehouse."""
-    con = connect(settings_from(ctx), read_only=True)
-    try:
-        if out is not None or fmt == "parquet":
-            if out is None:
-                raise click.UsageError("--format parquet needs --out FILE")
-            kind = "parquet" if fmt == "parquet" else "csv, HEADER true"
-            con.execute(f"COPY ({query}) TO {sql_literal(out)} (FORMAT {kind})")
+    """Run read-only statements on the warehouse (anything that would write is refused)."""
+    from xpipe.user_sql import open_guarded, run_user_sql, single_relation, write_relation
+
+    if fmt == "parquet" and out is None:
+        raise click.UsageError("--format parquet needs --out FILE")
+    settings = settings_from(ctx)
+    with open_guarded(settings) as con:
+        if out is not None:
+            write_relation(single_relation(con, query), out, settings=settings,
+                           fmt="parquet" if fmt == "parquet" else "csv")
             click.echo(f"wrote {out}")
         elif fmt == "csv":
             import pyarrow.csv as pacsv
 
-            reader = con.sql(query).to_arrow_reader()
+            reader = single_relation(con, query).to_arrow_reader()
             with pacsv.CSVWriter(sys.stdout.buffer, reader.schema) as writer:
                 for batch in reader:
                     writer.write_batch(batch)
         else:
-            con.sql(query).show(max_rows=max_rows, max_width=200)
-    finally:
-        con.close()
+            for relation in run_user_sql(con, query):
+                relation.show(max_rows=max_rows, max_width=200)
 
 
 def _int_list(value: str) -> tuple[int, ...]:
