@@ -84,8 +84,11 @@ report: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+## ruff, the import-layer contracts of pyproject.toml ([tool.importlinter]) and mypy on src/
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 ## benchmarks: JSON per benchmark under bench/results/, plus bench/results/SUMMARY.md. The 10^8
 ## size takes about half an hour and 50 GB of disk (checked before it starts); BENCH_SIM_CACHE=DIR

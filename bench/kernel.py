@@ -51,7 +51,7 @@ def baseline_predict_proba(x_ref, y_ref, c_ref, x, clusters):
 
 
 def run_size(n: int, kind: str) -> dict:
-    from xpipe.kernel import MahalanobisSoftmin
+    from xpipe.method.kernel import MahalanobisSoftmin
 
     x_ref, y_ref, c_ref, x, clusters = problem(n)
     repeats = 5 if n <= 100_000 else 3

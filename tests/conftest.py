@@ -43,7 +43,7 @@ def warehouse_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cli():
     """Invoke `xpipe ...`; fails the test with the command's output on a non-zero exit."""
-    from xpipe.cli import main
+    from xpipe.cli.main import main
 
     runner = CliRunner()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from xpipe.schemas import load_schema
+from xpipe.warehouse.contracts import load_schema
 
 
 def detections_frame(n: int = 20, seed: int = 0) -> pl.DataFrame:

@@ -24,7 +24,7 @@ _BUILT: dict[str, Path] = {}
 
 
 def _build(root: Path) -> Path:
-    from xpipe.cli import main
+    from xpipe.cli.main import main
 
     sim, warehouse = root / "sim", root / "xpipe.duckdb"
     runner = CliRunner()

@@ -16,7 +16,7 @@ _BUILT: dict[str, Path] = {}
 
 
 def _build(root: Path) -> Path:
-    from xpipe.cli import main
+    from xpipe.cli.main import main
 
     warehouse = root / "xpipe.duckdb"
     runner = CliRunner()

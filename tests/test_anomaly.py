@@ -15,10 +15,9 @@ from frozen_fixtures import OUTLIER_FRACTION, frozen_copy, read_frame
 from scipy.special import logsumexp
 from scipy.stats import chi2
 
-from xpipe import frozen
-from xpipe.classes import class_names, feature_names
-from xpipe.clustering import weighted_log_density
-from xpipe.simulate import (
+from xpipe.method.mixture import weighted_log_density
+from xpipe.models import frozen
+from xpipe.simulation.catalogue import (
     FEATURES,
     OUTLIER_KINDS,
     SimulationConfig,
@@ -26,6 +25,7 @@ from xpipe.simulate import (
     inject_outliers,
     simulate_catalogue,
 )
+from xpipe.warehouse.seeds import class_names, feature_names
 
 
 @pytest.fixture(scope="module")

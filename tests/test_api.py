@@ -12,8 +12,8 @@ import pytest
 from frozen_fixtures import frozen_copy
 
 from xpipe.api import Classifier
-from xpipe.classes import class_names
-from xpipe.schemas import SchemaError
+from xpipe.warehouse.contracts import SchemaError
+from xpipe.warehouse.seeds import class_names
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -75,7 +75,7 @@ def test_bad_input_is_a_clear_error(data) -> None:
 
 
 def test_from_file_and_repr(data, tmp_path: Path) -> None:
-    from xpipe import frozen
+    from xpipe.models import frozen
 
     con = duckdb.connect(str(data["warehouse"]), read_only=True)
     model = frozen.load(con)

@@ -10,11 +10,11 @@ from science_fixtures import classified_copy
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from xpipe.classes import feature_names
-from xpipe.runner import run_models
 from xpipe.science.bic import BicParams, elbow_k, knee_k
 from xpipe.science.figures import bic_figure, png_bytes
-from xpipe.warehouse import connect_memory
+from xpipe.warehouse.connection import connect_memory
+from xpipe.warehouse.seeds import feature_names
+from xpipe.warehouse.sql_models import run_models
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from xpipe.clustering import MixtureParams, assign_clusters, fit_mixture
+from xpipe.method.mixture import MixtureParams, assign_clusters, fit_mixture
 
 
 def test_assignment_matches_sklearn_predict() -> None:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from factories import detections_frame
 
-from xpipe import load
+from xpipe.ingest import load
 
 
 def angular_sep_arcsec(ra1, dec1, ra2, dec2):

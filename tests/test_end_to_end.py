@@ -17,7 +17,7 @@ def classified(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One simulated catalogue, loaded and classified once for every test of this module."""
     from click.testing import CliRunner
 
-    from xpipe.cli import main
+    from xpipe.cli.main import main
 
     root = tmp_path_factory.mktemp("e2e")
     warehouse = root / "xpipe.duckdb"

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 from frozen_fixtures import frozen_copy, read_frame
 
-from xpipe import frozen
-from xpipe.classes import class_names
+from xpipe.models import frozen
+from xpipe.warehouse.seeds import class_names
 
 KEY = ["name", "obsid", "obi", "region_id"]
 COMPARED = [*class_names(), "log_likelihood", "min_mahalanobis_sq", "anomaly_p"]
@@ -31,7 +31,7 @@ def exported(base, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The classify run's model version exported to a file with the CLI."""
     from click.testing import CliRunner
 
-    from xpipe.cli import main
+    from xpipe.cli.main import main
 
     path = tmp_path_factory.mktemp("export") / "model.npz"
     result = CliRunner().invoke(main, ["--warehouse", str(base["warehouse"]), "models",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpipe.kernel import BLOCK_ROWS, MahalanobisSoftmin, RunningMoments, softmin
+from xpipe.method.kernel import BLOCK_ROWS, MahalanobisSoftmin, RunningMoments, softmin
 
 N_FEATURES = 12
 N_CLASSES = 10

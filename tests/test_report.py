@@ -29,7 +29,7 @@ def full_report(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """The report after every analysis ran (small settings: this is about the page)."""
     from click.testing import CliRunner
 
-    from xpipe.cli import main
+    from xpipe.cli.main import main
 
     out = tmp_path_factory.mktemp("report-out") / "report.html"
     runner = CliRunner()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from xpipe.runner import (
+from xpipe.warehouse.sql_models import (
     Model,
     ModelCheckError,
     dependencies,

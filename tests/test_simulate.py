@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from xpipe.simulate import (
+from xpipe.simulation.catalogue import (
     AGG_CLASS,
     CLASSES,
     DETECTION_SCHEMA,

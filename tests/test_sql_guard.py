@@ -12,8 +12,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from xpipe.config import Settings
-from xpipe.user_sql import UserQueryError, open_guarded, read_statements
+from xpipe.core.config import Settings
+from xpipe.warehouse.user_sql import UserQueryError, open_guarded, read_statements
 
 
 def _make_warehouse(path: Path, rows: int) -> None:

@@ -10,12 +10,12 @@ import pytest
 from science_fixtures import classified_copy
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 
-from xpipe.classes import aggregated_classes, class_names
-from xpipe.classify import create_detection_class
-from xpipe.runner import load_macros, run_models
+from xpipe.predict.batch import create_detection_class
 from xpipe.science.stability import changed_fractions
 from xpipe.science.validation import SQL_MODELS, stratified_split
-from xpipe.warehouse import connect_memory
+from xpipe.warehouse.connection import connect_memory
+from xpipe.warehouse.seeds import aggregated_classes, class_names
+from xpipe.warehouse.sql_models import load_macros, run_models
 
 AGG = ("AGN", "Seyfert", "XB", "YSO")
 

@@ -22,11 +22,11 @@ import polars as pl
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from xpipe import frozen
-from xpipe.config import Settings
-from xpipe.frozen import FrozenModel
-from xpipe.predict import Prediction, predict
-from xpipe.warehouse import connect
+from xpipe.core.config import Settings
+from xpipe.models import frozen
+from xpipe.models.frozen import FrozenModel
+from xpipe.predict.new import Prediction, predict
+from xpipe.warehouse.connection import connect
 
 FrameLike = Any  # pl.DataFrame | pandas.DataFrame | pa.Table | pa.RecordBatch
 

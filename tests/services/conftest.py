@@ -10,11 +10,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from xpipe.config import Settings
+from xpipe.core.config import Settings
 from xpipe.services.csc import CSC_RELEASES, CscConfig
 from xpipe.services.simbad import SimbadConfig
 from xpipe.services.tap import RetryPolicy
-from xpipe.warehouse import connect
+from xpipe.warehouse.connection import connect
 
 SKIP_REASON = ("no TAP test server configured: `make test-services` installs and starts a "
                "local GAVO DaCHS and sets XPIPE_TAP_TEST_URL (its TAP URL) and "
@@ -64,7 +64,7 @@ def open_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def pull(path: Path, config: CscConfig, refresh: bool = False) -> dict[str, int]:
-    from xpipe.pull import PullOptions, pull_catalogue
+    from xpipe.ingest.pull import PullOptions, pull_catalogue
 
     con = open_warehouse(path)
     try:
@@ -75,7 +75,7 @@ def pull(path: Path, config: CscConfig, refresh: bool = False) -> dict[str, int]
 
 
 def crossmatch(path: Path, config: SimbadConfig, refresh: bool = False) -> dict[str, int]:
-    from xpipe.crossmatch import crossmatch as run
+    from xpipe.ingest.crossmatch import crossmatch as run
 
     con = open_warehouse(path)
     try:
@@ -113,7 +113,7 @@ def catalogue_rows(path: Path) -> list[tuple]:
 @pytest.fixture(scope="session")
 def reference_db(tmp_path_factory: pytest.TempPathFactory, served_sim: Path) -> Path:
     """The served catalogue loaded from its files, with the offline best match: the answer."""
-    from xpipe.load import LoadRequest, load_catalogue
+    from xpipe.ingest.load import LoadRequest, load_catalogue
 
     path = tmp_path_factory.mktemp("reference") / "x.duckdb"
     con = open_warehouse(path)

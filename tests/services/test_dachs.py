@@ -30,8 +30,8 @@ from conftest import (
 )
 from faultproxy import FaultProxy
 
-from xpipe.schemas import SchemaError
 from xpipe.services.tap import ServiceError
+from xpipe.warehouse.contracts import SchemaError
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_csc21_schema_gives_the_same_rows(tmp_path: Path, tap_url: str, clean_pu
 
 def test_interrupted_pull_resumes_to_the_identical_table(tmp_path: Path, tap_url: str,
                                                          clean_pull: Path) -> None:
-    from xpipe.pull import CscSource, PullOptions, pull_catalogue
+    from xpipe.ingest.pull import CscSource, PullOptions, pull_catalogue
     from xpipe.services.tap import TapClient
 
     config = csc_config(tap_url)

@@ -17,8 +17,7 @@ from conftest import open_warehouse, rows, whole_table
 from factories import detections_frame
 from pyvo.dal import DALFormatError, DALQueryError, DALServiceError
 
-from xpipe.pull import Page, PullOptions, pull_catalogue
-from xpipe.schemas import SchemaError
+from xpipe.ingest.pull import Page, PullOptions, contract_names, pull_catalogue
 from xpipe.services.csc import CSC_RELEASES, OBSID_END, Box, dec_bands, detections_query
 from xpipe.services.tap import (
     Overflow,
@@ -29,6 +28,7 @@ from xpipe.services.tap import (
     TapSettings,
     is_transient,
 )
+from xpipe.warehouse.contracts import SchemaError
 
 
 def fake_catalogue(n: int = 600, seed: int = 3) -> pl.DataFrame:
@@ -126,7 +126,7 @@ def test_split_halves_the_longer_side_then_obsid() -> None:
 
 
 def test_query_uses_the_stack_join_and_master_position() -> None:
-    q = detections_query("csc21", Box(-10, 0))
+    q = detections_query("csc21", Box(-10, 0), contract_names())
     for table in ("master_source", "master_stack_assoc", "stack_source",
                   "stack_observation_assoc", "observation_source"):
         assert f"csc21.{table}" in q

@@ -13,9 +13,9 @@ from astropy.io.votable.tree import VOTableFile
 from astropy.table import Table
 from pyvo.dal import TAPResults
 
-from xpipe.ingest import append_input, create_staging, open_arrow
+from xpipe.ingest.files import append_input, create_staging, open_arrow
 from xpipe.services.tap import astropy_to_arrow
-from xpipe.warehouse import connect_memory
+from xpipe.warehouse.connection import connect_memory
 
 CONTRACT_ONLY = "* EXCLUDE (det_id, source_file, source_row)"
 

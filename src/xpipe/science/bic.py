@@ -18,9 +18,7 @@ import polars as pl
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from xpipe.progress import progress_bar
-from xpipe.runner import run_models
-from xpipe.runs import RunRecorder, recorded_run
+from xpipe.core.progress import progress_bar
 from xpipe.science.common import (
     F64,
     classify_params,
@@ -30,7 +28,9 @@ from xpipe.science.common import (
     insert_frame,
     require_classified,
 )
-from xpipe.warehouse import transaction
+from xpipe.warehouse.connection import transaction
+from xpipe.warehouse.provenance import RunRecorder, recorded_run
+from xpipe.warehouse.sql_models import run_models
 
 
 @dataclass(frozen=True)

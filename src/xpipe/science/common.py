@@ -12,11 +12,17 @@ import polars as pl
 from numpy.typing import NDArray
 from sklearn.mixture import GaussianMixture
 
-from xpipe import warehouse
-from xpipe.classes import feature_names
-from xpipe.classify import ClassifyParams, check_python_model, fit_sample_query
-from xpipe.clustering import MixtureParams
-from xpipe.warehouse import WarehouseError, first_row, require_tables, scalar, table_exists
+from xpipe.method.mixture import MixtureParams
+from xpipe.predict.batch import ClassifyParams, check_python_model, fit_sample_query
+from xpipe.warehouse import connection as warehouse
+from xpipe.warehouse.connection import (
+    WarehouseError,
+    first_row,
+    require_tables,
+    scalar,
+    table_exists,
+)
+from xpipe.warehouse.seeds import feature_names
 
 F64 = NDArray[np.float64]
 

@@ -18,10 +18,10 @@ import polars as pl
 from matplotlib.figure import Figure
 from scipy import stats
 
-from xpipe.classes import aggregated_classes, class_names
 from xpipe.science.common import require_classified
 from xpipe.science.figures import explain_figure
-from xpipe.warehouse import first_row
+from xpipe.warehouse.connection import first_row
+from xpipe.warehouse.seeds import aggregated_classes, class_names
 
 
 class SourceNotClassifiedError(ValueError):

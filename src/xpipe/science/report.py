@@ -21,12 +21,12 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from xpipe import __version__
-from xpipe.classes import class_names
-from xpipe.classify import stage_counts
-from xpipe.runner import discover_models
+from xpipe.predict.batch import stage_counts
 from xpipe.science import figures
 from xpipe.science.common import classify_params, classify_run_id, require_classified
-from xpipe.warehouse import table_exists
+from xpipe.warehouse.connection import table_exists
+from xpipe.warehouse.seeds import class_names
+from xpipe.warehouse.sql_models import discover_models
 
 AGG_ORDER = ("AGN", "Seyfert", "XB", "YSO")
 PAPER_GROUP_RECALL = {"young stars": 0.88, "large accretors": 0.75, "small accretors": 0.66}

@@ -19,13 +19,10 @@ from numpy.typing import NDArray
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from xpipe.classes import class_names, feature_names
-from xpipe.classify import ClassifyParams, create_detection_class, probability_frame
-from xpipe.clustering import MixtureParams, assign_clusters
-from xpipe.kernel import MahalanobisSoftmin
-from xpipe.progress import progress_bar
-from xpipe.runner import load_macros, run_models
-from xpipe.runs import RunRecorder, recorded_run
+from xpipe.core.progress import progress_bar
+from xpipe.method.kernel import MahalanobisSoftmin
+from xpipe.method.mixture import MixtureParams, assign_clusters
+from xpipe.predict.batch import ClassifyParams, create_detection_class, probability_frame
 from xpipe.science.common import (
     classify_params,
     classify_run_id,
@@ -37,7 +34,10 @@ from xpipe.science.common import (
     require_classified,
 )
 from xpipe.science.validation import class_codes
-from xpipe.warehouse import connect_memory, transaction
+from xpipe.warehouse.connection import connect_memory, transaction
+from xpipe.warehouse.provenance import RunRecorder, recorded_run
+from xpipe.warehouse.seeds import class_names, feature_names
+from xpipe.warehouse.sql_models import load_macros, run_models
 
 UNCLASSIFIED = "unclassified"
 AMBIGUOUS = "ambiguous"

@@ -20,11 +20,8 @@ import polars as pl
 from numpy.typing import NDArray
 from sklearn.model_selection import train_test_split
 
-from xpipe.classes import class_names, feature_names
-from xpipe.classify import probability_frame
-from xpipe.kernel import MahalanobisSoftmin
-from xpipe.runner import run_models
-from xpipe.runs import RunRecorder, recorded_run
+from xpipe.method.kernel import MahalanobisSoftmin
+from xpipe.predict.batch import probability_frame
 from xpipe.science.common import (
     classify_params,
     classify_run_id,
@@ -33,7 +30,10 @@ from xpipe.science.common import (
     insert_frame,
     require_classified,
 )
-from xpipe.warehouse import scalar, transaction
+from xpipe.warehouse.connection import scalar, transaction
+from xpipe.warehouse.provenance import RunRecorder, recorded_run
+from xpipe.warehouse.seeds import class_names, feature_names
+from xpipe.warehouse.sql_models import run_models
 
 SQL_MODELS = ["model.class_levels", "results.validation_confusion", "results.validation_metrics",
               "results.vote_kappa"]

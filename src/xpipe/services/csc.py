@@ -12,7 +12,6 @@ import itertools
 import math
 from dataclasses import dataclass, field, replace
 
-from xpipe.schemas import load_schema
 from xpipe.services.tap import RetryPolicy, TapSettings
 
 MIN_BOX_DEG = 1e-4  # below this (0.36″) a box holds one source: split by obsid instead
@@ -116,11 +115,6 @@ def dec_bands(band_deg: float) -> list[Box]:
     return [Box(lo, hi) for lo, hi in itertools.pairwise(edges)]
 
 
-def detection_columns() -> list[str]:
-    """raw.detections contract columns the service provides, plus the stack join key."""
-    return [c.name for c in load_schema("raw.detections").columns]
-
-
 def select_list(columns: list[str]) -> str:
     def source(col: str) -> str:
         if col in MASTER_COLUMNS:
@@ -146,8 +140,9 @@ def join_clause(schema: str) -> str:
     )
 
 
-def detections_query(schema: str, box: Box, columns: list[str] | None = None) -> str:
-    cols = select_list(columns or detection_columns())
+def detections_query(schema: str, box: Box, columns: list[str]) -> str:
+    """The detections of `box` with `columns` (the raw.detections contract's, from the caller)."""
+    cols = select_list(columns)
     return f"SELECT {cols} {join_clause(schema)} WHERE {box.where()}"
 
 

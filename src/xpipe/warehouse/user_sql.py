@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from xpipe.config import Settings
-from xpipe.warehouse import WarehouseError, connect
+from xpipe.core.config import Settings
+from xpipe.warehouse.connection import WarehouseError, connect
 
 # Settings applied before the lock: no extension is installed or loaded on a query's behalf, and
 # Python objects in scope are not scanned as tables.

@@ -30,10 +30,10 @@ import polars as pl
 from numpy.typing import NDArray
 
 from xpipe import __version__
-from xpipe.clustering import MixtureParams
-from xpipe.kernel import MahalanobisSoftmin
-from xpipe.runner import discover_models, run_checks
-from xpipe.warehouse import WarehouseError, first_row, insert_frame, table_exists
+from xpipe.method.kernel import MahalanobisSoftmin
+from xpipe.method.mixture import MixtureParams
+from xpipe.warehouse.connection import WarehouseError, first_row, insert_frame, table_exists
+from xpipe.warehouse.sql_models import discover_models, run_checks
 
 F64 = NDArray[np.float64]
 

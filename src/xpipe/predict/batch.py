@@ -14,16 +14,22 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from xpipe import frozen
-from xpipe.anomaly import ANOMALY_COLUMNS, anomaly_frame
-from xpipe.classes import class_names, feature_names
-from xpipe.clustering import MixtureParams, assign_clusters, fit_mixture
-from xpipe.config import Settings
-from xpipe.kernel import MahalanobisSoftmin, softmin
-from xpipe.progress import progress_bar
-from xpipe.runner import discover_models, load_macros, run_checks, run_models, set_parameters
-from xpipe.runs import RunRecorder, recorded_run
-from xpipe.warehouse import first_row, insert_frame, require_tables, scalar, transaction
+from xpipe.core.config import Settings
+from xpipe.core.progress import progress_bar
+from xpipe.method.anomaly import ANOMALY_COLUMNS, anomaly_frame
+from xpipe.method.kernel import MahalanobisSoftmin, softmin
+from xpipe.method.mixture import MixtureParams, assign_clusters, fit_mixture
+from xpipe.models import frozen
+from xpipe.warehouse.connection import first_row, insert_frame, require_tables, scalar, transaction
+from xpipe.warehouse.provenance import RunRecorder, recorded_run
+from xpipe.warehouse.seeds import class_names, feature_names
+from xpipe.warehouse.sql_models import (
+    discover_models,
+    load_macros,
+    run_checks,
+    run_models,
+    set_parameters,
+)
 
 
 @dataclass(frozen=True)

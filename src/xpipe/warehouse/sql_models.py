@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from xpipe.resources import sql_dir
-from xpipe.warehouse import drop_relation, first_row, scalar, sql_literal
+from xpipe.core.resources import sql_dir
+from xpipe.warehouse.connection import drop_relation, first_row, scalar, sql_literal
 
 LAYERS = ("seeds", "staging", "features", "labels", "classify", "votes", "validation")
 

@@ -13,9 +13,9 @@ from typing import Any
 import click
 import duckdb
 
-from xpipe.config import Settings
-from xpipe.schemas import SchemaError
-from xpipe.warehouse import WarehouseError, connect
+from xpipe.core.config import Settings
+from xpipe.warehouse.connection import WarehouseError, connect
+from xpipe.warehouse.contracts import SchemaError
 
 USER_ERRORS = (SchemaError, WarehouseError, ValueError, FileNotFoundError, RuntimeError,
                duckdb.Error)
@@ -72,8 +72,8 @@ def simulate(n_detections: int, seed: int, out_dir: Path, match_fraction: float,
              wrong_type_fraction: float, chunk_detections: int,
              outlier_fraction: float = 0.0) -> None:
     """Write a simulated CSC-shaped catalogue, SIMBAD table and truth table (Parquet)."""
-    from xpipe.progress import progress_bar
-    from xpipe.simulate import SimulationConfig, simulate_catalogue
+    from xpipe.core.progress import progress_bar
+    from xpipe.simulation.catalogue import SimulationConfig, simulate_catalogue
 
     config = SimulationConfig(n_detections=n_detections, seed=seed,
                               chunk_detections=chunk_detections, match_fraction=match_fraction,
@@ -133,7 +133,7 @@ def warehouse(ctx: click.Context, source: str, tap_url: str | None, refresh: boo
               page_rows: int | None, band_deg: float | None, labels: str | None,
               radius_arcsec: float, sim_dir: Path, n_detections: int, seed: int) -> None:
     """Load a catalogue and its SIMBAD labels into the warehouse (all or nothing)."""
-    from xpipe.load import LoadRequest, load_catalogue
+    from xpipe.ingest.load import LoadRequest, load_catalogue
     from xpipe.services.csc import CSC_RELEASES
 
     if source in CSC_RELEASES:
@@ -162,7 +162,7 @@ def warehouse(ctx: click.Context, source: str, tap_url: str | None, refresh: boo
 def pull_from_service(settings: Settings, release: str, tap_url: str | None, refresh: bool,
                       page_rows: int | None, band_deg: float | None, labels: Path | None,
                       radius_arcsec: float) -> None:
-    from xpipe.pull import PullOptions, pull_catalogue, with_limits
+    from xpipe.ingest.pull import PullOptions, pull_catalogue, with_limits
     from xpipe.services.csc import CSC_RELEASES
 
     config = with_limits(CSC_RELEASES[release].with_url(tap_url), page_rows, band_deg)
@@ -192,7 +192,7 @@ def pull_from_service(settings: Settings, release: str, tap_url: str | None, ref
 def crossmatch(ctx: click.Context, tap_url: str | None, radius_arcsec: float, chunk_rows: int,
                refresh: bool) -> None:
     """Best SIMBAD match of every master source through SIMBAD's TAP (resumable)."""
-    from xpipe.crossmatch import crossmatch as run_crossmatch
+    from xpipe.ingest.crossmatch import crossmatch as run_crossmatch
     from xpipe.services.simbad import SimbadConfig
 
     config = SimbadConfig(radius_arcsec=radius_arcsec, chunk_rows=chunk_rows).with_url(tap_url)
@@ -230,8 +230,8 @@ def classify(ctx: click.Context, min_significance: float, no_significance_cut: b
              require_spectral_fits: bool, n_components: int, random_state: int,
              fit_sample_size: int, min_references: int) -> None:
     """Run the SQL models, clustering, kernel and votes on the loaded catalogue."""
-    from xpipe.classify import ClassifyParams
-    from xpipe.classify import classify as run_classify
+    from xpipe.predict.batch import ClassifyParams
+    from xpipe.predict.batch import classify as run_classify
 
     params = ClassifyParams(
         min_flux_significance_b=None if no_significance_cut else min_significance,
@@ -249,7 +249,7 @@ def classify(ctx: click.Context, min_significance: float, no_significance_cut: b
 
 
 def print_summary(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    from xpipe.classify import stage_counts
+    from xpipe.predict.batch import stage_counts
 
     counts = stage_counts(con)
     click.echo("\nrows per stage:")
@@ -290,7 +290,7 @@ def summary(ctx: click.Context) -> None:
 @user_errors
 def vote(detections: Path, out_dir: Path, fmt: str) -> None:
     """Run the voting SQL on an external per-detection table (the paper's layout)."""
-    from xpipe.vote import vote_file
+    from xpipe.predict.votes import vote_file
 
     counts = vote_file(detections, out_dir, fmt)
     click.echo(f"wrote {out_dir}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
@@ -304,7 +304,7 @@ def vote(detections: Path, out_dir: Path, fmt: str) -> None:
 @user_errors
 def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
     """Write detection_level_classification, uniquely_classified and ambiguous_classification."""
-    from xpipe.export import export_results
+    from xpipe.predict.export import export_results
 
     con = connect(settings_from(ctx), read_only=True)
     try:
@@ -327,7 +327,7 @@ def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
 @user_errors
 def sql(ctx: click.Context, query: str, fmt: str, out: Path | None, max_rows: int) -> None:
     """Run read-only statements on the warehouse (anything that would write is refused)."""
-    from xpipe.user_sql import open_guarded, run_user_sql, single_relation, write_relation
+    from xpipe.warehouse.user_sql import open_guarded, run_user_sql, single_relation, write_relation
 
     if fmt == "parquet" and out is None:
         raise click.UsageError("--format parquet needs --out FILE")
@@ -460,7 +460,7 @@ def stability(ctx: click.Context, seeds: str, ks: str, control: bool,
 @user_errors
 def report(ctx: click.Context, out: Path) -> None:
     """Write one self-contained HTML report with the paper's tables and figures."""
-    from xpipe.progress import progress_bar
+    from xpipe.core.progress import progress_bar
     from xpipe.science.report import SECTION_LABELS, build_report
 
     settings = settings_from(ctx)
@@ -505,7 +505,7 @@ def explain(ctx: click.Context, name: str, out: Path | None) -> None:
 @main.command("dag")
 def dag() -> None:
     """List the SQL models: table, layer, materialization and grain."""
-    from xpipe.runner import describe_models
+    from xpipe.warehouse.sql_models import describe_models
 
     click.echo(describe_models())
 
@@ -528,7 +528,7 @@ def _print_frame(frame: Any, max_rows: int = 40) -> None:
 @user_errors
 def models_list(ctx: click.Context) -> None:
     """The stored versions, newest first."""
-    from xpipe import frozen
+    from xpipe.models import frozen
 
     con = connect(settings_from(ctx), read_only=True)
     try:
@@ -547,7 +547,7 @@ def models_list(ctx: click.Context) -> None:
 @user_errors
 def models_show(ctx: click.Context, version: str) -> None:
     """One version: hash (verified), provenance, selection, scaling, mixture, references."""
-    from xpipe import frozen
+    from xpipe.models import frozen
 
     con = connect(settings_from(ctx), read_only=True)
     try:
@@ -564,7 +564,7 @@ def models_show(ctx: click.Context, version: str) -> None:
 @user_errors
 def models_export(ctx: click.Context, version: str, file: Path) -> None:
     """Write VERSION to FILE (.npz: model.json and plain arrays; no pickle)."""
-    from xpipe import frozen
+    from xpipe.models import frozen
 
     con = connect(settings_from(ctx), read_only=True)
     try:
@@ -581,8 +581,8 @@ def models_export(ctx: click.Context, version: str, file: Path) -> None:
 @user_errors
 def models_import(ctx: click.Context, file: Path) -> None:
     """Add the model in FILE to the warehouse (verified; importing it again changes nothing)."""
-    from xpipe import frozen
-    from xpipe.warehouse import transaction
+    from xpipe.models import frozen
+    from xpipe.warehouse.connection import transaction
 
     model = frozen.read_file(file)
     settings = settings_from(ctx)
@@ -613,9 +613,9 @@ def models_import(ctx: click.Context, file: Path) -> None:
 def classify_new(ctx: click.Context, file: Path, model_ref: str | None, append: bool,
                  out: Path | None, max_rows: int) -> None:
     """Classify the detections in FILE (VOTable, CSV, Parquet) with a frozen model."""
-    from xpipe.classify_new import append as append_results
-    from xpipe.classify_new import display_frames, resolve_model, summary_lines, write_table
-    from xpipe.predict import predict
+    from xpipe.predict.classify_new import append as append_results
+    from xpipe.predict.classify_new import display_frames, resolve_model, summary_lines, write_table
+    from xpipe.predict.new import predict
 
     settings = settings_from(ctx)
     model = resolve_model(settings, model_ref)
@@ -654,7 +654,7 @@ def classify_new(ctx: click.Context, file: Path, model_ref: str | None, append: 
 @user_errors
 def anomalies(ctx: click.Context, top: int, fmt: str, out: Path | None) -> None:
     """The most anomalous sources: each source's most anomalous detection, with its features."""
-    from xpipe.anomaly import top_anomalies
+    from xpipe.science.anomalies import top_anomalies
 
     con = connect(settings_from(ctx), read_only=True)
     try:
@@ -675,5 +675,5 @@ def anomalies(ctx: click.Context, top: int, fmt: str, out: Path | None) -> None:
         _print_frame(frame, max_rows=top)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     main()

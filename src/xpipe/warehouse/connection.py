@@ -12,8 +12,8 @@ from pathlib import Path
 
 import duckdb
 
-from xpipe.config import Settings
-from xpipe.schemas import load_schema
+from xpipe.core.config import Settings
+from xpipe.warehouse.contracts import load_schema
 
 SCHEMAS = ("raw", "model", "results", "meta")
 META_TABLES = ("meta.runs",)

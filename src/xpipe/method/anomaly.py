@@ -14,15 +14,13 @@ beyond d² ≈ 1,500), ties by the lower log-likelihood.
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 from scipy.stats import chi2
 
-from xpipe.clustering import MixtureParams, weighted_log_density
-from xpipe.warehouse import require_tables, table_exists
+from xpipe.method.mixture import MixtureParams, weighted_log_density
 
 F64 = NDArray[np.float64]
 
@@ -61,13 +59,3 @@ def anomaly_frame(x: F64, distances: F64, mixture: MixtureParams, classes: tuple
         "nearest_class": pl.Series(names.tolist(), dtype=pl.Utf8),
         "anomaly_p": pl.Series(tail_probability(smallest, x.shape[1]), nan_to_null=True),
     })
-
-
-def top_anomalies(con: duckdb.DuckDBPyConnection, top: int) -> pl.DataFrame:
-    """The `top` sources whose most anomalous detection is most anomalous, with its features."""
-    require_tables(con, ["results.detection_class"], "run `xpipe classify` first")
-    if not table_exists(con, "results.source_anomaly"):
-        raise RuntimeError("this classification has no anomaly scores (it predates them): "
-                           "run `xpipe classify` again")
-    return con.sql("SELECT * FROM results.source_anomaly ORDER BY anomaly_rank LIMIT ?",
-                   params=[int(top)]).pl()

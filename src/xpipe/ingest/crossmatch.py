@@ -18,8 +18,9 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from xpipe.ingest import append_input, create_staging, open_arrow
-from xpipe.manifest import (
+from xpipe.core.progress import progress_bar
+from xpipe.ingest.files import append_input, create_staging, open_arrow
+from xpipe.ingest.paging import (
     PageRecord,
     contract_signature,
     ensure_manifest,
@@ -29,12 +30,11 @@ from xpipe.manifest import (
     reset_pull,
     stored_fingerprints,
 )
-from xpipe.progress import progress_bar
-from xpipe.runs import recorded_run
-from xpipe.schemas import SchemaError, load_schema, resolve_columns
 from xpipe.services.simbad import UPLOAD_NAME, SimbadConfig, candidates_query
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
-from xpipe.warehouse import require_tables, scalar, staging_name, swap_in, transaction
+from xpipe.warehouse.connection import require_tables, scalar, staging_name, swap_in, transaction
+from xpipe.warehouse.contracts import SchemaError, load_schema, resolve_columns
+from xpipe.warehouse.provenance import recorded_run
 
 PULL = "simbad"
 MATCH_TABLE = "raw.simbad_match"

@@ -14,14 +14,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from xpipe import frozen
-from xpipe.classes import class_names
-from xpipe.config import Settings
-from xpipe.frozen import FrozenModel
-from xpipe.predict import KEY, Prediction, output_columns, source_votes
-from xpipe.runner import discover_models, load_macros, run_checks, run_models
-from xpipe.runs import recorded_run
-from xpipe.warehouse import connect, connect_memory, table_exists, transaction
+from xpipe.core.config import Settings
+from xpipe.models import frozen
+from xpipe.models.frozen import FrozenModel
+from xpipe.predict.new import KEY, Prediction, output_columns, source_votes
+from xpipe.warehouse.connection import connect, connect_memory, table_exists, transaction
+from xpipe.warehouse.provenance import recorded_run
+from xpipe.warehouse.seeds import class_names
+from xpipe.warehouse.sql_models import discover_models, load_macros, run_checks, run_models
 
 DETECTIONS_TABLE = "results.new_detection_class"
 SOURCES_TABLE = "results.new_source_class"

@@ -21,8 +21,9 @@ from typing import Protocol
 import duckdb
 from tqdm import tqdm
 
-from xpipe.ingest import append_input, check_unique, create_staging, open_arrow
-from xpipe.manifest import (
+from xpipe.core.progress import progress_bar
+from xpipe.ingest.files import append_input, check_unique, create_staging, open_arrow
+from xpipe.ingest.paging import (
     TOTAL_PAGE,
     PageRecord,
     check_resumable,
@@ -33,12 +34,11 @@ from xpipe.manifest import (
     record_page,
     reset_pull,
 )
-from xpipe.progress import progress_bar
-from xpipe.runs import recorded_run
-from xpipe.schemas import SchemaError, load_schema
 from xpipe.services.csc import Box, CscConfig, count_query, dec_bands, detections_query
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
-from xpipe.warehouse import scalar, staging_name, swap_in, table_exists, transaction
+from xpipe.warehouse.connection import scalar, staging_name, swap_in, table_exists, transaction
+from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.provenance import recorded_run
 
 TABLE = "raw.detections"
 PULL_TABLE = "raw.detections__pull"
@@ -64,7 +64,7 @@ class CscSource:
         return self.client.count(count_query(self.config.schema, box))
 
     def fetch(self, box: Box, mode: str) -> TapResult:
-        return self.client.query(detections_query(self.config.schema, box),
+        return self.client.query(detections_query(self.config.schema, box, contract_names()),
                                  maxrec=self.config.row_limit, mode=mode)
 
 
@@ -97,7 +97,8 @@ def top_pages(config: CscConfig) -> list[Page]:
 
 def pull_fingerprint(config: CscConfig) -> str:
     return fingerprint(schema=config.schema, band_deg=config.band_deg,
-                       contract=contract_signature(TABLE), query=detections_query("S", Box(0, 1)))
+                       contract=contract_signature(TABLE),
+                       query=detections_query("S", Box(0, 1), contract_names()))
 
 
 def contract_names() -> list[str]:
@@ -361,7 +362,7 @@ def stage_final(con: duckdb.DuckDBPyConnection, config: CscConfig) -> int:
 def stage_labels(con: duckdb.DuckDBPyConnection, options: PullOptions) -> tuple[int, int]:
     """Labels from a file if given; otherwise empty label tables (`xpipe crossmatch` fills
     raw.simbad_match), so no labels of another catalogue survive the new detections."""
-    from xpipe.load import (
+    from xpipe.ingest.load import (
         labels_are_match_file,
         stage_crossmatch,
         stage_match_file,

@@ -25,13 +25,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from xpipe.anomaly import anomaly_frame
-from xpipe.classes import class_names, feature_names
-from xpipe.classify import create_detection_class, probability_frame
-from xpipe.clustering import assign_clusters
-from xpipe.config import Settings
-from xpipe.frozen import FrozenModel
-from xpipe.ingest import (
+from xpipe.core.config import Settings
+from xpipe.core.progress import progress_bar
+from xpipe.ingest.files import (
     append_input,
     check_unique,
     create_staging,
@@ -39,11 +35,21 @@ from xpipe.ingest import (
     open_arrow,
     open_input,
 )
-from xpipe.kernel import softmin
-from xpipe.progress import progress_bar
-from xpipe.runner import build, discover_models, load_macros, run_models, set_parameters
-from xpipe.schemas import SchemaError, load_schema
-from xpipe.warehouse import connect_memory, staging_name, swap_in
+from xpipe.method.anomaly import anomaly_frame
+from xpipe.method.kernel import softmin
+from xpipe.method.mixture import assign_clusters
+from xpipe.models.frozen import FrozenModel
+from xpipe.predict.batch import create_detection_class, probability_frame
+from xpipe.warehouse.connection import connect_memory, staging_name, swap_in
+from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.seeds import class_names, feature_names
+from xpipe.warehouse.sql_models import (
+    build,
+    discover_models,
+    load_macros,
+    run_models,
+    set_parameters,
+)
 
 Input = Path | tuple[pa.Table, str]  # a file or folder of Parquet parts, or (table, its name)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xpipe.classes import class_names
-from xpipe.classify import check_python_model, create_detection_class
-from xpipe.export import export_results
-from xpipe.ingest import load_files
-from xpipe.runner import load_macros, run_models
-from xpipe.schemas import load_schema
-from xpipe.warehouse import connect_memory, first_row, scalar, staging_name
+from xpipe.ingest.files import load_files
+from xpipe.predict.batch import check_python_model, create_detection_class
+from xpipe.predict.export import export_results
+from xpipe.warehouse.connection import connect_memory, first_row, scalar, staging_name
+from xpipe.warehouse.contracts import load_schema
+from xpipe.warehouse.seeds import class_names
+from xpipe.warehouse.sql_models import load_macros, run_models
 
 
 def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, int]:

@@ -7,7 +7,7 @@ from functools import cache
 
 import yaml
 
-from xpipe.resources import schemas_dir
+from xpipe.core.resources import schemas_dir
 
 NUMERIC_TYPES = {"DOUBLE", "FLOAT", "INTEGER", "SMALLINT", "BIGINT", "TINYINT"}
 

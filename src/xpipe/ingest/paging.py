@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import duckdb
 
-from xpipe.schemas import SchemaError, load_schema
-from xpipe.warehouse import drop_relation, scalar, table_exists
+from xpipe.warehouse.connection import drop_relation, scalar, table_exists
+from xpipe.warehouse.contracts import SchemaError, load_schema
 
 MANIFEST = "meta.ingest_pages"
 TOTAL_PAGE = "*"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import duckdb
 
-from xpipe.ingest import check_unique, expand_inputs, load_files, open_input
-from xpipe.progress import progress_bar
-from xpipe.resources import sql_dir
-from xpipe.runner import load_macros, set_parameters
-from xpipe.runs import recorded_run
-from xpipe.schemas import SchemaError, load_schema
-from xpipe.warehouse import first_row, scalar, staging_name, swap_in, transaction
+from xpipe.core.progress import progress_bar
+from xpipe.core.resources import sql_dir
+from xpipe.ingest.files import check_unique, expand_inputs, load_files, open_input
+from xpipe.warehouse.connection import first_row, scalar, staging_name, swap_in, transaction
+from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.provenance import recorded_run
+from xpipe.warehouse.sql_models import load_macros, set_parameters
 
 MATCH_FILE_MARKERS = {"angdist", "separation", "separation_arcsec"}
 # Sources per cross-match partition. Measured: 3.4M sources (10^7 simulated detections) match

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from xpipe import __version__
-from xpipe.runner import dump_json
+from xpipe.warehouse.sql_models import dump_json
 
 log = logging.getLogger("xpipe")
 

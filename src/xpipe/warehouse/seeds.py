@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from functools import cache
 
-from xpipe.resources import sql_dir
+from xpipe.core.resources import sql_dir
 
 
 def _seed_rows(name: str) -> list[dict[str, str]]:

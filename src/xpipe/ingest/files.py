@@ -18,8 +18,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from xpipe.schemas import NUMERIC_TYPES, SchemaError, TableSchema, load_schema, resolve_columns
-from xpipe.warehouse import first_row, sql_literal, staging_name
+from xpipe.warehouse.connection import first_row, sql_literal, staging_name
+from xpipe.warehouse.contracts import (
+    NUMERIC_TYPES,
+    SchemaError,
+    TableSchema,
+    load_schema,
+    resolve_columns,
+)
 
 INTEGER_TYPES = {"INTEGER", "SMALLINT", "BIGINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER",
                  "USMALLINT", "UTINYINT"}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import duckdb
 
-from xpipe.classes import class_names
-from xpipe.warehouse import require_tables, sql_literal
+from xpipe.warehouse.connection import require_tables, sql_literal
+from xpipe.warehouse.seeds import class_names
 
 FORMATS = ("csv", "parquet")
 

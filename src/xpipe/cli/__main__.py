@@ -1,0 +1,3 @@
+from xpipe.cli.main import main
+
+main()
