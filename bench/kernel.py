@@ -61,12 +61,13 @@ def run_size(n: int, kind: str) -> dict:
         return {"seconds": median(seconds), "runs": seconds, "peak_rss_bytes": peak_rss_bytes()}
     dtype = np.float32 if kind == "float32" else np.float64
     n_jobs = 1 if kind == "float64_one_thread" else None
-    model = MahalanobisSoftmin(N_CLUSTERS, N_CLASSES, N_FEATURES, dtype=dtype, n_jobs=n_jobs)
-    model.fit(x_ref, y_ref, c_ref)
+    model = MahalanobisSoftmin(dtype=dtype, n_jobs=n_jobs)
+    model.fit(x_ref, y_ref, c_ref, n_clusters=N_CLUSTERS, n_classes=N_CLASSES)
     seconds = timed(lambda: model.predict_proba(x, clusters), repeats)
     out = {"seconds": median(seconds), "runs": seconds, "peak_rss_bytes": peak_rss_bytes()}
     if kind == "float32":
-        exact = MahalanobisSoftmin(N_CLUSTERS, N_CLASSES, N_FEATURES).fit(x_ref, y_ref, c_ref)
+        exact = MahalanobisSoftmin().fit(x_ref, y_ref, c_ref, n_clusters=N_CLUSTERS,
+                                         n_classes=N_CLASSES)
         p64 = exact.predict_proba(x[:200_000], clusters[:200_000])
         p32 = model.predict_proba(x[:200_000], clusters[:200_000])
         out["max_abs_probability_error"] = float(np.nanmax(np.abs(p64 - p32)))

@@ -25,7 +25,8 @@ import duckdb
 
 # Columns that say when, how long, or on which machine something ran, not what it computed.
 VOLATILE = ("created_at", "started_at", "finished_at", "seconds", "elapsed", "host", "pid",
-            "xpipe_version", "run_id", "runtime", "imported_at")
+            "xpipe_version", "run_id", "runtime", "imported_at", "stored_at", "provenance",
+            "source_file", "version", "appended_by")
 SKIP_SCHEMAS = ("meta",)
 
 
@@ -39,28 +40,62 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def is_volatile(column: str) -> bool:
+    return any(column == v or column.endswith("_" + v) for v in VOLATILE)
+
+
+def content_pin(con: duckdb.DuckDBPyConnection, relation: str, scratch: Path) -> str | None:
+    """SHA-256 of a relation's rows (sorted, volatile columns left out), or None if none left."""
+    columns = [c for c in (d[0] for d in con.sql(f"SELECT * FROM {relation} LIMIT 0").description)
+               if not is_volatile(c)]
+    if not columns:
+        return None
+    select = ", ".join(f'"{c}"' for c in columns)
+    target = scratch / "pin.csv"
+    con.execute(f"COPY (SELECT {select} FROM {relation} ORDER BY ALL) TO '{target}' "
+                "(FORMAT csv)")
+    digest = sha256_file(target)
+    target.unlink()
+    return digest
+
+
 def table_pins(warehouse: Path, scratch: Path) -> dict[str, str]:
     con = duckdb.connect(str(warehouse), read_only=True)
     pins = {}
     tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
                          "ORDER BY ALL").fetchall()
     for schema, table in tables:
-        if schema in SKIP_SCHEMAS:
-            continue
-        columns = [c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
-            "ORDER BY column_index", [schema, table]).fetchall()
-            if not any(c == v or c.endswith("_" + v) for v in VOLATILE)]
-        if not columns:
-            continue
-        select = ", ".join(f'"{c}"' for c in columns)
-        target = scratch / f"{schema}.{table}.csv"
-        con.execute(f'COPY (SELECT {select} FROM "{schema}"."{table}" ORDER BY ALL) TO '
-                    f"'{target}' (FORMAT csv)")
-        pins[f"table {schema}.{table}"] = sha256_file(target)
-        target.unlink()
+        if schema not in SKIP_SCHEMAS:
+            pin = content_pin(con, f'"{schema}"."{table}"', scratch)
+            if pin is not None:
+                pins[f"table {schema}.{table}"] = pin
     con.close()
     return pins
+
+
+def file_pins(export: Path, scratch: Path) -> dict[str, str]:
+    """Exported files byte for byte, or by content where they carry a volatile column."""
+    con = duckdb.connect()
+    pins = {}
+    for path in sorted(export.iterdir()):
+        reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+        relation = f"{reader}('{path}')"
+        names = [d[0] for d in con.sql(f"SELECT * FROM {relation} LIMIT 0").description]
+        if any(is_volatile(c) for c in names):
+            pins[f"content {path.name}"] = content_pin(con, relation, scratch) or ""
+        else:
+            pins[f"file {path.name}"] = sha256_file(path)
+    con.close()
+    return pins
+
+
+def write_pins(out: Path) -> None:
+    scratch = out / "scratch"
+    scratch.mkdir(exist_ok=True)
+    pins = file_pins(out / "export", scratch)
+    pins.update(table_pins(out / "xpipe.duckdb", scratch))
+    (out / "pins.json").write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+    print(f"{len(pins)} pins in {out / 'pins.json'}")
 
 
 def build(out: Path, detections: int, seed: int) -> None:
@@ -79,12 +114,7 @@ def build(out: Path, detections: int, seed: int) -> None:
           "USING SAMPLE 3000 ROWS (reservoir, 5)")
     xpipe(warehouse, "classify-new", str(out / "new_detections.csv"),
           "--out", str(out / "export" / "classify_new.csv"))
-    pins = {f"file {p.name}": sha256_file(p) for p in sorted((out / "export").iterdir())}
-    scratch = out / "scratch"
-    scratch.mkdir(exist_ok=True)
-    pins.update(table_pins(warehouse, scratch))
-    (out / "pins.json").write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
-    print(f"{len(pins)} pins in {out / 'pins.json'}")
+    write_pins(out)
 
 
 def compare(old: Path, new: Path) -> int:
@@ -108,9 +138,14 @@ def main() -> int:
     parser.add_argument("--detections", type=int, default=150_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"))
+    parser.add_argument("--repin", action="store_true",
+                        help="recompute OUT_DIR/pins.json from an existing build")
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare)
+    if args.repin:
+        write_pins(args.out)
+        return 0
     if args.out is None:
         parser.error("OUT_DIR is required unless --compare is given")
     build(args.out, args.detections, args.seed)

@@ -55,7 +55,8 @@ def random_problem():
 
 def test_kernel_matches_plain_loop(random_problem):
     n_clusters, x_ref, y_ref, c_ref, x, c = random_problem
-    model = MahalanobisSoftmin(n_clusters, N_CLASSES, N_FEATURES).fit(x_ref, y_ref, c_ref)
+    model = MahalanobisSoftmin().fit(x_ref, y_ref, c_ref, n_clusters=n_clusters,
+                                         n_classes=N_CLASSES)
     got = model.predict_proba(x, c)
     want = plain_probabilities(x_ref, y_ref, c_ref, x, c, n_clusters)
     assert np.array_equal(np.isnan(got), np.isnan(want))
@@ -71,7 +72,8 @@ def test_kernel_matches_plain_loop(random_problem):
 
 def test_kernel_distances_match_direct_quadratic_form(random_problem):
     n_clusters, x_ref, y_ref, c_ref, x, c = random_problem
-    model = MahalanobisSoftmin(n_clusters, N_CLASSES, N_FEATURES).fit(x_ref, y_ref, c_ref)
+    model = MahalanobisSoftmin().fit(x_ref, y_ref, c_ref, n_clusters=n_clusters,
+                                         n_classes=N_CLASSES)
     d = model.distances(x, c)
     for i in np.flatnonzero(c == 1)[:20]:
         for k in range(N_CLASSES):
@@ -82,14 +84,29 @@ def test_kernel_distances_match_direct_quadratic_form(random_problem):
 
 def test_streaming_fit_equals_one_shot(random_problem):
     n_clusters, x_ref, y_ref, c_ref, _, _ = random_problem
-    one = MahalanobisSoftmin(n_clusters, N_CLASSES, N_FEATURES).fit(x_ref, y_ref, c_ref)
-    chunked = MahalanobisSoftmin(n_clusters, N_CLASSES, N_FEATURES)
+    one = MahalanobisSoftmin().fit(x_ref, y_ref, c_ref, n_clusters=n_clusters,
+                                         n_classes=N_CLASSES)
+    chunked = MahalanobisSoftmin()
     perm = np.random.default_rng(1).permutation(len(x_ref))
     for part in np.array_split(perm, 7):
-        chunked.partial_fit(x_ref[part], y_ref[part], c_ref[part])
+        chunked.partial_fit(x_ref[part], y_ref[part], c_ref[part], n_clusters=n_clusters,
+                            n_classes=N_CLASSES)
     np.testing.assert_array_equal(one.counts_, chunked.counts_)
     np.testing.assert_allclose(chunked.means_, one.means_, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(chunked.pinv_, one.pinv_, rtol=1e-8, atol=1e-8)
+
+
+def test_shapes_are_learned_or_named_by_the_first_partial_fit(random_problem):
+    n_clusters, x_ref, y_ref, c_ref, _, _ = random_problem
+    model = MahalanobisSoftmin(min_references=5)
+    with pytest.raises(ValueError, match="n_clusters= and n_classes="):
+        model.partial_fit(x_ref, y_ref, c_ref)
+    model.partial_fit(x_ref[:10], y_ref[:10], c_ref[:10], n_clusters=n_clusters,
+                      n_classes=N_CLASSES)
+    model.partial_fit(x_ref[10:], y_ref[10:], c_ref[10:])  # later chunks need not repeat them
+    assert (model.n_clusters_, model.n_classes_, model.n_features_in_) == (
+        n_clusters, N_CLASSES, N_FEATURES)
+    assert model.counts_.sum() == len(x_ref)
 
 
 def test_running_moments_covariance_is_numpy_cov():
@@ -110,8 +127,8 @@ def test_a_rows_result_does_not_depend_on_its_batch(random_problem, dtype):
     """Bit for bit: alone, in a shuffled batch spanning several blocks, at a block's edge, on
     one thread or several."""
     n_clusters, x_ref, y_ref, c_ref, _, _ = random_problem
-    model = MahalanobisSoftmin(n_clusters, N_CLASSES, N_FEATURES, dtype=dtype, n_jobs=2).fit(
-        x_ref, y_ref, c_ref)
+    model = MahalanobisSoftmin(dtype=dtype, n_jobs=2).fit(
+        x_ref, y_ref, c_ref, n_clusters=n_clusters, n_classes=N_CLASSES)
     rng = np.random.default_rng(5)
     n = 2 * BLOCK_ROWS + 77
     x = rng.uniform(0, 1, (n, N_FEATURES))

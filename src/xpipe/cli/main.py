@@ -416,7 +416,8 @@ def validate(ctx: click.Context, test_size: float, seed: int, skip_if_current: b
         if skip_if_current and _skip_if_current(con, "results.validation_detections",
                                                 "validate"):
             return
-        result = run_validation(con, ValidateParams(test_size, seed))
+        result = run_validation(con, ValidateParams(test_size, seed),
+                                settings_from(ctx).chunk_rows)
         click.echo(validation_text(result))
         click.echo("tables: results.validation_confusion, results.validation_metrics, "
                    "results.vote_kappa (run " + result.run.run_id + ")")

@@ -211,43 +211,52 @@ def softmin(distances: F64, n_jobs: int | None = None) -> F64:
 
 class MahalanobisSoftmin:
     """Classifies detections by their squared Mahalanobis distance to each reference class of
-    their own cluster; classes with fewer than `min_references` references there get p = 0."""
+    their own cluster; classes with fewer than `min_references` references there get p = 0.
 
-    def __init__(self, n_clusters: int, n_classes: int, n_features: int,
-                 min_references: int = 12, dtype: type = np.float64,
+    As scikit-learn's incremental estimators: hyperparameters here, shapes learned from the data
+    (`n_features_in_`) or given with the first `partial_fit` (`n_clusters`, `n_classes`, as
+    `partial_fit` takes `classes=`), fitted state in trailing-underscore attributes.
+    """
+
+    def __init__(self, min_references: int = 12, *, dtype: type = np.float64,
                  n_jobs: int | None = None) -> None:
-        self.n_clusters = n_clusters
-        self.n_classes = n_classes
-        self.n_features = n_features
         self.min_references = min_references
         self.dtype = dtype  # float32: faster where BLAS allows; see bench/ for its accuracy
         self.n_jobs = n_jobs  # threads for the distances; None: every core. Results are the same
 
-    def partial_fit(self, x: F64, classes: NDArray[np.integer], clusters: NDArray[np.integer]
+    def partial_fit(self, x: F64, classes: NDArray[np.integer], clusters: NDArray[np.integer],
+                    *, n_clusters: int | None = None, n_classes: int | None = None
                     ) -> MahalanobisSoftmin:
-        """Add a chunk of references (class and cluster given as 0-based codes)."""
+        """Add a chunk of references (class and cluster given as 0-based codes); the first call
+        names how many clusters and classes there are."""
         if not hasattr(self, "_moments"):
-            self._moments = [[RunningMoments.empty(self.n_features) for _ in range(self.n_classes)]
-                             for _ in range(self.n_clusters)]
+            self._start(n_clusters, n_classes, np.shape(x)[1])
         order = np.lexsort((classes, clusters))
         x, classes, clusters = x[order], classes[order], clusters[order]
-        keys = clusters.astype(np.int64) * self.n_classes + classes
+        keys = clusters.astype(np.int64) * self.n_classes_ + classes
         bounds = np.flatnonzero(np.diff(keys)) + 1
         for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(keys)], strict=True):
             if stop > start:
-                c, k = divmod(int(keys[start]), self.n_classes)
+                c, k = divmod(int(keys[start]), self.n_classes_)
                 self._moments[c][k].update(x[start:stop])
         return self._finalize()
 
-    def fit(self, x: F64, classes: NDArray[np.integer], clusters: NDArray[np.integer]
-            ) -> MahalanobisSoftmin:
+    def fit(self, x: F64, classes: NDArray[np.integer], clusters: NDArray[np.integer], *,
+            n_clusters: int, n_classes: int) -> MahalanobisSoftmin:
         if hasattr(self, "_moments"):
             del self._moments
-        return self.partial_fit(x, classes, clusters)
+        return self.partial_fit(x, classes, clusters, n_clusters=n_clusters, n_classes=n_classes)
+
+    def _start(self, n_clusters: int | None, n_classes: int | None, n_features: int) -> None:
+        if n_clusters is None or n_classes is None:
+            raise ValueError("the first partial_fit needs n_clusters= and n_classes=")
+        self.n_clusters_, self.n_classes_, self.n_features_in_ = n_clusters, n_classes, n_features
+        self._moments = [[RunningMoments.empty(n_features) for _ in range(n_classes)]
+                         for _ in range(n_clusters)]
 
     def _finalize(self) -> MahalanobisSoftmin:
-        shape = (self.n_clusters, self.n_classes)
-        f = self.n_features
+        shape = (self.n_clusters_, self.n_classes_)
+        f = self.n_features_in_
         self.counts_ = np.array([[m.n for m in row] for row in self._moments]).reshape(shape)
         self.usable_ = self.counts_ >= max(self.min_references, 2)
         self.means_ = np.zeros((*shape, f))
@@ -262,7 +271,8 @@ class MahalanobisSoftmin:
 
     def set_statistics(self, counts: NDArray[np.integer], means: F64, pinv: F64
                        ) -> MahalanobisSoftmin:
-        """Restore fitted state from stored statistics (a frozen model)."""
+        """Restore fitted state from stored statistics (a frozen model); shapes from `means`."""
+        self.n_clusters_, self.n_classes_, self.n_features_in_ = np.shape(means)
         self.counts_ = np.asarray(counts)
         self.usable_ = self.counts_ >= max(self.min_references, 2)
         self.means_ = np.asarray(means, dtype=np.float64)
@@ -281,7 +291,7 @@ class MahalanobisSoftmin:
         x = np.asarray(x, dtype=self.dtype)
         order = np.argsort(clusters, kind="stable")
         sorted_clusters = clusters[order]
-        out = np.full((len(x), self.n_classes), np.inf)
+        out = np.full((len(x), self.n_classes_), np.inf)
         bounds = np.flatnonzero(np.diff(sorted_clusters)) + 1
         groups = []
         for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
@@ -291,7 +301,7 @@ class MahalanobisSoftmin:
             usable = np.flatnonzero(self.usable_[c])
             if len(usable) == 0:
                 continue
-            columns = None if len(usable) == self.n_classes else usable
+            columns = None if len(usable) == self.n_classes_ else usable
             groups.append(row_group(x, order[start:stop], self.means_[c, usable],
                                     self.factors_[c, usable], columns))
         distances_into(x, groups, out, self.n_jobs)

@@ -28,16 +28,30 @@ class MixtureParams:
         return len(self.weights)
 
 
-def fit_mixture(x: F64, n_components: int = 6, random_state: int = 42) -> MixtureParams:
-    # EM on 12 features is many tiny matrix products: threaded BLAS only adds synchronisation
-    # (4-5x slower here on 2 cores than one thread).
+class NotConvergedError(RuntimeError):
+    """EM stopped at its iteration limit before converging."""
+
+
+def fit_gaussian_mixture(x: F64, n_components: int, random_state: int) -> GaussianMixture:
+    """The method's mixture (full covariances) for any K and seed, on one BLAS thread: EM on 12
+    features is many tiny matrix products, where threaded BLAS only adds synchronisation (4-5x
+    slower on 2 cores). Convergence is the caller's to judge (a BIC curve reports it)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        model = GaussianMixture(n_components=n_components, covariance_type="full",
-                                random_state=random_state).fit(x)
-    if not model.converged_:
-        raise RuntimeError(f"GaussianMixture(K={n_components}) did not converge in "
-                           f"{model.max_iter} iterations on {len(x)} rows")
+        return GaussianMixture(n_components=n_components, covariance_type="full",
+                               random_state=random_state).fit(x)
+
+
+def mixture_params(model: GaussianMixture) -> MixtureParams:
     return MixtureParams(model.weights_, model.means_, model.covariances_)
+
+
+def fit_mixture(x: F64, n_components: int = 6, random_state: int = 42) -> MixtureParams:
+    """The classification's mixture: a fit that did not converge is refused."""
+    model = fit_gaussian_mixture(x, n_components, random_state)
+    if not model.converged_:
+        raise NotConvergedError(f"GaussianMixture(K={n_components}) did not converge in "
+                                f"{model.max_iter} iterations on {len(x)} rows")
+    return mixture_params(model)
 
 
 def weighted_log_density(x: F64, params: MixtureParams) -> F64:

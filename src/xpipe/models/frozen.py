@@ -30,9 +30,10 @@ import polars as pl
 from numpy.typing import NDArray
 
 from xpipe import __version__
+from xpipe.core.errors import ModelFileError, WarehouseError
 from xpipe.method.kernel import MahalanobisSoftmin
 from xpipe.method.mixture import MixtureParams
-from xpipe.warehouse.connection import WarehouseError, first_row, insert_frame, table_exists
+from xpipe.warehouse.connection import first_row, insert_frame, table_exists
 from xpipe.warehouse.sql_models import discover_models, run_checks
 
 F64 = NDArray[np.float64]
@@ -61,8 +62,6 @@ _DDL = {
 }
 
 
-class ModelFileError(ValueError):
-    """A model file is not a valid, unaltered xpipe model; the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,7 @@ class FrozenModel:
 
     def kernel(self) -> MahalanobisSoftmin:
         """The fitted kernel, restored from the stored statistics."""
-        k, c, f = self.reference_means.shape
-        return MahalanobisSoftmin(k, c, f, self.min_references).set_statistics(
+        return MahalanobisSoftmin(self.min_references).set_statistics(
             self.reference_counts, self.reference_means, self.reference_pinv)
 
 
@@ -141,7 +139,7 @@ def content_hash(content: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def from_fit(run_id: str, selection: dict[str, Any], params: dict[str, Any],
+def from_fit(run_id: str, *, selection: dict[str, Any], params: dict[str, Any],
              scaling: list[FeatureScaling], mixture: MixtureParams, kernel: MahalanobisSoftmin,
              classes: tuple[str, ...], features: tuple[str, ...],
              counts: dict[str, int] | None = None) -> FrozenModel:
@@ -164,6 +162,29 @@ def from_fit(run_id: str, selection: dict[str, Any], params: dict[str, Any],
 # ------------------------------------------------------------------------------------------
 # In the warehouse
 # ------------------------------------------------------------------------------------------
+
+
+def component_frame(mixture: MixtureParams) -> pl.DataFrame:
+    """One row per mixture component (model.gmm_components, model.version_components)."""
+    return pl.DataFrame({
+        "component": np.arange(mixture.n_components, dtype=np.int32),
+        "weight": mixture.weights,
+        "mean": [m.tolist() for m in mixture.means],
+        "covariance": [c.ravel().tolist() for c in mixture.covariances]})
+
+
+def reference_frame(counts: NDArray[np.integer], means: F64, pinv: F64,
+                    usable: NDArray[np.bool_], classes: tuple[str, ...]) -> pl.DataFrame:
+    """One row per (cluster, class) with its reference statistics, NULL where the class is not
+    usable (model.reference_stats, model.version_reference_stats)."""
+    rows = [{"cluster": c, "class": name, "n_references": int(counts[c, k]),
+             "usable": bool(usable[c, k]),
+             "mean": means[c, k].tolist() if usable[c, k] else None,
+             "pinv": pinv[c, k].ravel().tolist() if usable[c, k] else None}
+            for c in range(counts.shape[0]) for k, name in enumerate(classes)]
+    return pl.DataFrame(rows, schema={
+        "cluster": pl.Int32, "class": pl.Utf8, "n_references": pl.Int64,
+        "usable": pl.Boolean, "mean": pl.List(pl.Float64), "pinv": pl.List(pl.Float64)})
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -202,21 +223,11 @@ def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bo
         schema={"version": pl.Utf8, "feature": pl.Utf8, "position": pl.Int32,
                 "transform": pl.Utf8, "min_nonzero": pl.Float64, "log_offset": pl.Float64,
                 "min_value": pl.Float64, "max_value": pl.Float64}))
-    mix = model.mixture
-    insert_frame(con, "model.version_components", pl.DataFrame({
-        "version": [v] * mix.n_components,
-        "component": np.arange(mix.n_components, dtype=np.int32), "weight": mix.weights,
-        "mean": [m.tolist() for m in mix.means],
-        "covariance": [c.ravel().tolist() for c in mix.covariances]}))
-    usable = model.usable
-    rows = [{"version": v, "cluster": c, "class": name,
-             "n_references": int(model.reference_counts[c, k]), "usable": bool(usable[c, k]),
-             "mean": model.reference_means[c, k].tolist() if usable[c, k] else None,
-             "pinv": model.reference_pinv[c, k].ravel().tolist() if usable[c, k] else None}
-            for c in range(mix.n_components) for k, name in enumerate(model.classes)]
-    insert_frame(con, "model.version_reference_stats", pl.DataFrame(rows, schema={
-        "version": pl.Utf8, "cluster": pl.Int32, "class": pl.Utf8, "n_references": pl.Int64,
-        "usable": pl.Boolean, "mean": pl.List(pl.Float64), "pinv": pl.List(pl.Float64)}))
+    insert_frame(con, "model.version_components",
+                 component_frame(model.mixture).with_columns(version=pl.lit(v)))
+    insert_frame(con, "model.version_reference_stats", reference_frame(
+        model.reference_counts, model.reference_means, model.reference_pinv, model.usable,
+        model.classes).with_columns(version=pl.lit(v)))
     models = discover_models()
     for table in VERSION_TABLES:
         run_checks(con, models[table])

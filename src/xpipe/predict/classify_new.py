@@ -18,10 +18,10 @@ from xpipe.core.config import Settings
 from xpipe.models import frozen
 from xpipe.models.frozen import FrozenModel
 from xpipe.predict.new import KEY, Prediction, output_columns, source_votes
-from xpipe.warehouse.connection import connect, connect_memory, table_exists, transaction
+from xpipe.warehouse.connection import connect, table_exists, transaction
 from xpipe.warehouse.provenance import recorded_run
 from xpipe.warehouse.seeds import class_names
-from xpipe.warehouse.sql_models import discover_models, load_macros, run_checks, run_models
+from xpipe.warehouse.sql_models import discover_models, run_checks
 
 DETECTIONS_TABLE = "results.new_detection_class"
 SOURCES_TABLE = "results.new_source_class"
@@ -106,13 +106,7 @@ def revote(con: duckdb.DuckDBPyConnection, version: str, names: pl.Series, run_i
         "SELECT row_number() OVER (ORDER BY d.name, d.obsid, d.obi, d.region_id) AS det_id, d.* "
         f"FROM {DETECTIONS_TABLE} AS d JOIN __names USING (name) "
         "WHERE d.model_version = ? AND d.pred_class IS NOT NULL", params=[version]).pl()
-    memory = connect_memory()
-    try:
-        load_macros(memory)
-        run_models(memory, layers=["seeds"])
-        votes = source_votes(memory, stored)
-    finally:
-        memory.close()
+    votes = source_votes(stored)
     con.execute(f"DELETE FROM {SOURCES_TABLE} WHERE model_version = ? AND name IN "
                 "(SELECT name FROM __names)", [version])
     con.register("__votes", votes.with_columns(model_version=pl.lit(version),

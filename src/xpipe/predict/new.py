@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -35,11 +34,8 @@ from xpipe.ingest.files import (
     open_arrow,
     open_input,
 )
-from xpipe.method.anomaly import anomaly_frame
-from xpipe.method.kernel import softmin
-from xpipe.method.mixture import assign_clusters
 from xpipe.models.frozen import FrozenModel
-from xpipe.predict.batch import create_detection_class, probability_frame
+from xpipe.predict.scoring import score_chunk, vote_in_memory
 from xpipe.warehouse.connection import connect_memory, staging_name, swap_in
 from xpipe.warehouse.contracts import SchemaError, load_schema
 from xpipe.warehouse.seeds import class_names, feature_names
@@ -242,14 +238,9 @@ def score(frame: pl.DataFrame, model: FrozenModel, chunk_rows: int) -> pl.DataFr
     with progress_bar("classify new detections", total=clean.height) as bar:
         for start in range(0, clean.height, chunk_rows):
             chunk = clean.slice(start, chunk_rows)
-            x = chunk.select(scaled).to_numpy().astype(np.float64, copy=False)
-            clusters = assign_clusters(x, mixture).astype(np.int32)
-            distances = kernel.distances(x, clusters)
-            rows = probability_frame(chunk.with_columns(cluster=pl.Series(clusters)),
-                                     softmin(distances))
-            out.append(pl.concat([rows.select("det_id", "cluster", *classes, "pred_class"),
-                                  anomaly_frame(x, distances, mixture, classes)],
-                                 how="horizontal"))
+            rows = score_chunk(chunk, kernel=kernel, mixture=mixture, features=scaled,
+                               anomaly=True)
+            out.append(rows.drop("name", "obsid", "ra", "dec"))
             bar.update(chunk.height)
     if out:
         return pl.concat(out)
@@ -271,18 +262,13 @@ def with_scores(frame: pl.DataFrame, model: FrozenModel, chunk_rows: int) -> pl.
         .then(no_class).otherwise(pl.col("reason")))
 
 
-def source_votes(con: duckdb.DuckDBPyConnection, detections: pl.DataFrame) -> pl.DataFrame:
+def source_votes(detections: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """Hard and soft votes of the sources (METHOD §7) by the warehouse's voting SQL."""
-    create_detection_class(con)
     classified = detections.filter(pl.col("pred_class").is_not_null()).select(
         "det_id", "name", "obsid", "ra", "dec", "cluster", *class_names(), "pred_class")
-    con.register("__classified", classified.to_arrow())
-    con.execute("INSERT INTO results.detection_class BY NAME SELECT * FROM __classified")
-    con.unregister("__classified")
-    run_models(con, names=["results.source_class_probs", "results.source_class"])
-    return con.sql("SELECT name, detection_count, hard_class, soft_class, is_unique, "
-                   "master_class, agg_master_class FROM results.source_class "
-                   "ORDER BY detection_count DESC, name").pl()
+    return vote_in_memory(classified, settings).select(
+        "name", "detection_count", "hard_class", "soft_class", "is_unique", "master_class",
+        "agg_master_class").sort(["detection_count", "name"], descending=[True, False])
 
 
 def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | None = None
@@ -298,9 +284,9 @@ def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | No
         frame = frame.with_columns(reason=feature_reasons(frame, model),
                                    out_of_range=range_flags(frame, model))
         frame = with_scores(frame, model, settings.chunk_rows)
-        sources = source_votes(con, frame)
     finally:
         con.close()
+    sources = source_votes(frame, settings)
     votes = sources.select("name", *VOTE_COLUMNS)
     detections = frame.join(votes, on="name", how="left", maintain_order="left").with_columns(
         status=pl.when(pl.col("pred_class").is_not_null()).then(pl.lit("classified"))

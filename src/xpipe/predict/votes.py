@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from xpipe.ingest.files import load_files
-from xpipe.predict.batch import check_python_model, create_detection_class
+from xpipe.predict.batch import check_python_model
 from xpipe.predict.export import export_results
+from xpipe.predict.scoring import create_detection_class
 from xpipe.warehouse.connection import connect_memory, first_row, scalar, staging_name
 from xpipe.warehouse.contracts import load_schema
 from xpipe.warehouse.seeds import class_names
@@ -27,8 +28,9 @@ def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, in
     load_files(con, "raw.paper_detections", [detections], id_column="det_id")
     create_detection_class(con)
     probs = ", ".join(f'"{c}"' for c in class_names())
-    con.execute(f"INSERT INTO results.detection_class SELECT det_id, name, obsid, ra, dec, "
-                f"cluster, {probs}, main_type FROM {staging_name('raw.paper_detections')}")
+    con.execute(f"INSERT INTO results.detection_class BY NAME SELECT det_id, name, obsid, ra, "
+                f"dec, cluster, {probs}, main_type AS pred_class "
+                f"FROM {staging_name('raw.paper_detections')}")
     check_python_model(con, "results.detection_class")
     run_models(con, layers=["votes"])
     export_results(con, out_dir, fmt)

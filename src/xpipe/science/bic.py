@@ -19,11 +19,11 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from xpipe.core.progress import progress_bar
+from xpipe.method.mixture import fit_gaussian_mixture
 from xpipe.science.common import (
     F64,
     classify_params,
     classify_run_id,
-    fit_gmm,
     fit_sample,
     insert_frame,
     require_classified,
@@ -60,7 +60,7 @@ def bic_score(x: F64, k: int, seed: int) -> dict[str, object]:
     """One mixture fit and its BIC (lower is better), with what is needed to judge it."""
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
-        model, _ = fit_gmm(x, k, seed)
+        model = fit_gaussian_mixture(x, k, seed)
         bic = float(model.bic(x))
         log_likelihood = float(model.score(x) * len(x))
     return {"k": k, "seed": seed, "n_rows": len(x), "bic": bic,

@@ -10,10 +10,9 @@ import duckdb
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
-from sklearn.mixture import GaussianMixture
 
-from xpipe.method.mixture import MixtureParams
 from xpipe.predict.batch import ClassifyParams, check_python_model, fit_sample_query
+from xpipe.predict.scoring import feature_matrix, feature_select
 from xpipe.warehouse import connection as warehouse
 from xpipe.warehouse.connection import (
     WarehouseError,
@@ -22,7 +21,6 @@ from xpipe.warehouse.connection import (
     scalar,
     table_exists,
 )
-from xpipe.warehouse.seeds import feature_names
 
 F64 = NDArray[np.float64]
 
@@ -52,26 +50,10 @@ def classify_params(con: duckdb.DuckDBPyConnection) -> ClassifyParams:
     return ClassifyParams(**{k: v for k, v in stored.items() if k in known})
 
 
-def feature_columns(prefix: str = "") -> str:
-    return ", ".join(f'{prefix}"{f}"' for f in feature_names())
-
-
-def features_of(frame: pl.DataFrame) -> F64:
-    return frame.select(feature_names()).to_numpy().astype(np.float64, copy=False)
-
-
 def fit_sample(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> F64:
     """The scaled features `xpipe classify` fits its mixture on, for these parameters."""
-    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
-    return features_of(con.sql(fit_sample_query(params, n_clean, feature_columns())).pl())
-
-
-def fit_gmm(x: F64, n_components: int, random_state: int) -> tuple[GaussianMixture, MixtureParams]:
-    """The method's mixture (full covariances) for any K and seed; convergence is left to the
-    caller to report, since a curve over many K should not stop at one slow fit."""
-    model = GaussianMixture(n_components=n_components, covariance_type="full",
-                            random_state=random_state).fit(x)
-    return model, MixtureParams(model.weights_, model.means_, model.covariances_)
+    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))  # type: ignore[call-overload]
+    return feature_matrix(con.sql(fit_sample_query(params, n_clean, feature_select())).pl())
 
 
 def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:

@@ -20,24 +20,29 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from xpipe.core.progress import progress_bar
-from xpipe.method.kernel import MahalanobisSoftmin
-from xpipe.method.mixture import MixtureParams, assign_clusters
-from xpipe.predict.batch import ClassifyParams, create_detection_class, probability_frame
+from xpipe.method.mixture import (
+    MixtureParams,
+    assign_clusters,
+    fit_gaussian_mixture,
+    mixture_params,
+)
+from xpipe.predict.batch import ClassifyParams
+from xpipe.predict.scoring import (
+    cleaned_rows,
+    feature_matrix,
+    fit_reference_stats,
+    score_chunk,
+    vote_in_memory,
+)
 from xpipe.science.common import (
     classify_params,
     classify_run_id,
-    feature_columns,
-    features_of,
-    fit_gmm,
     fit_sample,
     insert_frame,
     require_classified,
 )
-from xpipe.science.validation import class_codes
-from xpipe.warehouse.connection import connect_memory, transaction
+from xpipe.warehouse.connection import transaction
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
-from xpipe.warehouse.seeds import class_names, feature_names
-from xpipe.warehouse.sql_models import load_macros, run_models
 
 UNCLASSIFIED = "unclassified"
 AMBIGUOUS = "ambiguous"
@@ -93,62 +98,33 @@ def changed_fractions(stored: pl.DataFrame, alternative: pl.DataFrame) -> tuple[
             float((joined["agg"] != joined["agg_alt"]).mean()))
 
 
-def vote_in_memory(detection_class: pl.DataFrame) -> pl.DataFrame:
-    """results.source_class for a per-detection table, by the warehouse's own voting SQL run in
-    an in-memory DuckDB (nothing in the warehouse is touched)."""
-    con = connect_memory()
-    try:
-        load_macros(con)
-        run_models(con, layers=["seeds"])
-        create_detection_class(con)
-        if detection_class.height:
-            con.register("__alt", detection_class.to_arrow())
-            con.execute("INSERT INTO results.detection_class BY NAME SELECT * FROM __alt")
-        run_models(con, names=["results.source_class_probs", "results.source_class"])
-        return con.sql("SELECT * FROM results.source_class").pl()
-    finally:
-        con.close()
-
-
-def _chunks(con: duckdb.DuckDBPyConnection, columns: str, role_filter: str, chunk_rows: int
-            ) -> Iterator[pl.DataFrame]:
-    query = (f"SELECT s.det_id, f.name, f.obsid, f.ra, f.dec, r.role, r.label_class, {columns} "
-             "FROM model.scaled_features AS s JOIN model.detection_roles AS r USING (det_id) "
-             f"JOIN model.detection_features AS f USING (det_id) WHERE {role_filter} "
-             "ORDER BY s.det_id")
-    reader = con.sql(query).to_arrow_reader(batch_size=chunk_rows)
-    for batch in reader:
-        yield pl.from_arrow(batch)
-
-
 def rerun_classification(con: duckdb.DuckDBPyConnection, mixture: MixtureParams,
                          min_references: int, chunk_rows: int
                          ) -> tuple[NDArray[np.int64], pl.DataFrame]:
     """Clusters of every cleaned detection (det_id order) and the detection_class rows the
     kernel gives the targets under this mixture: classify's steps, in two streamed passes."""
-    cols = feature_columns("s.")
-    kernel = MahalanobisSoftmin(mixture.n_components, len(class_names()), len(feature_names()),
-                                min_references)
-    kernel.fit(np.empty((0, len(feature_names()))), np.empty(0, int), np.empty(0, int))
-    clusters, is_target = [], []
-    for frame in _chunks(con, cols, "TRUE", chunk_rows):
-        x = features_of(frame)
-        labels = assign_clusters(x, mixture)
-        clusters.append(labels)
-        is_target.append((frame["role"] == "target").to_numpy())
-        refs = (frame["role"] == "reference").to_numpy()
-        if refs.any():
-            kernel.partial_fit(x[refs], class_codes(frame["label_class"].filter(refs)),
-                               labels[refs])
+    clusters: list[NDArray[np.int64]] = []
+    ids: list[pl.Series] = []
+
+    def references() -> Iterator[pl.DataFrame]:
+        for frame in cleaned_rows(con, role=None, chunk_rows=chunk_rows,
+                                  desc="stability: clusters", stored_clusters=False):
+            labels = assign_clusters(feature_matrix(frame), mixture)
+            clusters.append(labels)
+            ids.append(frame["det_id"])
+            yield frame.with_columns(cluster=pl.Series(labels)).filter(
+                pl.col("role") == "reference")
+
+    kernel = fit_reference_stats(references(), n_clusters=mixture.n_components,
+                                 min_references=min_references)
     all_clusters = np.concatenate(clusters) if clusters else np.empty(0, np.int64)
-    target_clusters = all_clusters[np.concatenate(is_target)] if clusters else all_clusters
-    targets, offset = [], 0
-    for frame in _chunks(con, cols, "r.role = 'target'", chunk_rows):
-        labels = target_clusters[offset:offset + len(frame)]
-        offset += len(frame)
-        frame = frame.with_columns(cluster=pl.Series(labels, dtype=pl.Int32))
-        targets.append(probability_frame(frame, kernel.predict_proba(features_of(frame),
-                                                                     labels)))
+    by_id = pl.DataFrame({"det_id": pl.concat(ids) if ids else pl.Series([], dtype=pl.Int64),
+                          "cluster": pl.Series(all_clusters, dtype=pl.Int32)})
+    targets = [score_chunk(frame.drop("role", "label_class").join(by_id, on="det_id",
+                                                                   maintain_order="left"),
+                           kernel=kernel)
+               for frame in cleaned_rows(con, role="target", chunk_rows=chunk_rows,
+                                         desc="stability: targets", stored_clusters=False)]
     return all_clusters, pl.concat(targets) if targets else pl.DataFrame()
 
 
@@ -164,7 +140,9 @@ def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alterna
     """Refit one alternative and measure how far its clustering and master classes move."""
     params = replace(stored, n_components=alt.n_components, random_state=alt.random_state)
     with threadpool_limits(limits=1, user_api="blas"):
-        model, mixture = fit_gmm(fit_sample(con, params), alt.n_components, alt.random_state)
+        model = fit_gaussian_mixture(fit_sample(con, params), alt.n_components,
+                                     alt.random_state)
+        mixture = mixture_params(model)
         clusters, detection_class = rerun_classification(con, mixture, stored.min_references,
                                                          chunk_rows)
     sources = vote_in_memory(detection_class)

@@ -20,19 +20,15 @@ import polars as pl
 from numpy.typing import NDArray
 from sklearn.model_selection import train_test_split
 
-from xpipe.method.kernel import MahalanobisSoftmin
-from xpipe.predict.batch import probability_frame
+from xpipe.predict.scoring import cleaned_rows, fit_reference_stats, score_chunk
 from xpipe.science.common import (
     classify_params,
     classify_run_id,
-    feature_columns,
-    features_of,
     insert_frame,
     require_classified,
 )
 from xpipe.warehouse.connection import scalar, transaction
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
-from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import run_models
 
 SQL_MODELS = ["model.class_levels", "results.validation_confusion", "results.validation_metrics",
@@ -66,20 +62,11 @@ def stratified_split(labels: NDArray[np.str_], test_size: float, seed: int) -> N
     return held_out
 
 
-def read_references(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def read_references(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> pl.DataFrame:
     """Every reference detection with its class, stored cluster and scaled features."""
-    return con.sql(
-        "SELECT r.det_id, f.name, f.obsid, f.ra, f.dec, r.label_class, c.cluster, "
-        f"{feature_columns('s.')} FROM model.detection_roles AS r "
-        "JOIN model.detection_cluster AS c USING (det_id) "
-        "JOIN model.scaled_features AS s USING (det_id) "
-        "JOIN model.detection_features AS f USING (det_id) "
-        "WHERE r.role = 'reference' ORDER BY r.det_id").pl()
-
-
-def class_codes(labels: pl.Series) -> NDArray[np.int64]:
-    codes = {name: i for i, name in enumerate(class_names())}
-    return labels.replace_strict(codes, return_dtype=pl.Int64).to_numpy()
+    chunks = list(cleaned_rows(con, role="reference", chunk_rows=chunk_rows,
+                               desc="read references"))
+    return pl.concat(chunks) if chunks else pl.DataFrame()
 
 
 def held_out_predictions(references: pl.DataFrame, held_out: NDArray[np.bool_],
@@ -87,12 +74,8 @@ def held_out_predictions(references: pl.DataFrame, held_out: NDArray[np.bool_],
     """Fit the kernel on the training references and classify the held-out ones as targets:
     the results.detection_class layout plus their SIMBAD class, `true_class`."""
     train, test = references.filter(pl.Series(~held_out)), references.filter(pl.Series(held_out))
-    kernel = MahalanobisSoftmin(n_clusters, len(class_names()), len(feature_names()),
-                                min_references)
-    kernel.fit(features_of(train), class_codes(train["label_class"]),
-               train["cluster"].to_numpy())
-    proba = kernel.predict_proba(features_of(test), test["cluster"].to_numpy())
-    return probability_frame(test, proba).with_columns(true_class=test["label_class"])
+    kernel = fit_reference_stats([train], n_clusters=n_clusters, min_references=min_references)
+    return score_chunk(test, kernel=kernel).with_columns(true_class=test["label_class"])
 
 
 def split_frame(references: pl.DataFrame, held_out: NDArray[np.bool_]) -> pl.DataFrame:
@@ -111,13 +94,14 @@ class ValidationResult:
         return float(row["recall"][0])
 
 
-def run_validation(con: duckdb.DuckDBPyConnection, params: ValidateParams) -> ValidationResult:
+def run_validation(con: duckdb.DuckDBPyConnection, params: ValidateParams, chunk_rows: int
+                   ) -> ValidationResult:
     require_classified(con)
     stored = classify_params(con)
     classify_run = classify_run_id(con)
     with recorded_run(con, "validate", {**asdict(params), "classify_run_id": classify_run}) as run:
         with run.stage("split_and_classify"):
-            references = read_references(con)
+            references = read_references(con, chunk_rows)
             if references.is_empty():
                 raise ValueError("the stored classification has no reference detections "
                                  "(no SIMBAD match of the ten classes): nothing to validate")

@@ -13,14 +13,13 @@ from pathlib import Path
 import duckdb
 
 from xpipe.core.config import Settings
+from xpipe.core.errors import WarehouseError
 from xpipe.warehouse.contracts import load_schema
 
 SCHEMAS = ("raw", "model", "results", "meta")
 META_TABLES = ("meta.runs",)
 
 
-class WarehouseError(RuntimeError):
-    """The warehouse is missing, locked, or lacks the tables a command needs."""
 
 
 def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConnection:

@@ -19,7 +19,8 @@ from pathlib import Path
 import duckdb
 
 from xpipe.core.config import Settings
-from xpipe.warehouse.connection import WarehouseError, connect
+from xpipe.core.errors import UserQueryError, WarehouseError
+from xpipe.warehouse.connection import connect
 
 # Settings applied before the lock: no extension is installed or loaded on a query's behalf, and
 # Python objects in scope are not scanned as tables.
@@ -46,8 +47,6 @@ _EXPLAIN_PREFIX = re.compile(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^()]*\)\s*)?
 OUT_FORMATS = ("csv", "parquet")
 
 
-class UserQueryError(ValueError):
-    """The user's query was refused (it would write) or could not be parsed or run."""
 
 
 def _refusal(number: int, kind: str, why: str = "") -> UserQueryError:

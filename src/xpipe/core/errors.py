@@ -1,0 +1,36 @@
+"""Errors by cause. The CLI prints an `XpipeError` as one line naming the file, row, column or
+table; any other exception is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class XpipeError(Exception):
+    """A failure the user can act on; its message says what and where."""
+
+
+class InputError(XpipeError, ValueError):
+    """Input does not match its contract, or an argument is out of range (file, row, column)."""
+
+
+class WarehouseError(XpipeError):
+    """The warehouse is missing or lacks the tables a command needs."""
+
+
+class ModelCheckError(XpipeError):
+    """A model's output broke one of its declared checks, or a fit failed (no convergence)."""
+
+
+class ServiceError(XpipeError):
+    """A TAP service failed, refused a query, or answered something unusable."""
+
+
+class ModelFileError(XpipeError, ValueError):
+    """A model file is not a valid, unaltered xpipe model."""
+
+
+class UserQueryError(XpipeError, ValueError):
+    """The user's own query was refused (it would write) or failed."""
+
+
+class ResourceError(XpipeError):
+    """The machine ran out of something: memory, disk, or a lock another process holds."""
