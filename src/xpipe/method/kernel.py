@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -83,7 +84,7 @@ def blas_controller() -> ThreadpoolController:
 
 
 @cache
-def blas_is_row_independent(dtype: type, inner: int, outer: int) -> bool:
+def blas_is_row_independent(dtype: str, inner: int, outer: int) -> bool:
     """Whether BLAS gives a row the same bits at every position of a BLOCK_ROWS × inner block.
 
     Tested, not assumed: a block of identical rows must give identical products. OpenBLAS's
@@ -92,10 +93,11 @@ def blas_is_row_independent(dtype: type, inner: int, outer: int) -> bool:
     BLAS thread, as the products are.
     """
     rng = np.random.default_rng(0)
-    weights = rng.standard_normal((inner, outer)).astype(dtype)
+    weights: NDArray[Any] = rng.standard_normal((inner, outer)).astype(dtype)
     with blas_controller().limit(limits=1, user_api="blas"):
         for _ in range(3):
-            rows = np.repeat(rng.standard_normal((1, inner)).astype(dtype), BLOCK_ROWS, axis=0)
+            row = rng.standard_normal((1, inner)).astype(dtype)
+            rows: NDArray[Any] = np.repeat(row, BLOCK_ROWS, axis=0)
             product = rows @ weights
             if not (product == product[:1]).all():
                 return False
@@ -140,11 +142,11 @@ class RowGroup:
     use_blas: bool
 
 
-def row_group(x: F64, rows: NDArray[np.integer], means: F64, factors: F64,
+def row_group(x: F64, rows: NDArray[np.integer], *, means: F64, factors: F64,
               columns: NDArray[np.integer] | None = None) -> RowGroup:
     weights = augmented_factors(means, factors).astype(x.dtype)
     return RowGroup(rows, weights, columns,
-                    blas_is_row_independent(x.dtype.type, *weights.shape))
+                    blas_is_row_independent(x.dtype.name, *weights.shape))
 
 
 def distances_into(x: F64, groups: list[RowGroup], out: F64, n_jobs: int | None) -> None:
@@ -302,8 +304,8 @@ class MahalanobisSoftmin:
             if len(usable) == 0:
                 continue
             columns = None if len(usable) == self.n_classes_ else usable
-            groups.append(row_group(x, order[start:stop], self.means_[c, usable],
-                                    self.factors_[c, usable], columns))
+            groups.append(row_group(x, order[start:stop], means=self.means_[c, usable],
+                                    factors=self.factors_[c, usable], columns=columns))
         distances_into(x, groups, out, self.n_jobs)
         return out
 

@@ -33,7 +33,7 @@ from xpipe import __version__
 from xpipe.core.errors import ModelFileError, WarehouseError
 from xpipe.method.kernel import MahalanobisSoftmin
 from xpipe.method.mixture import MixtureParams
-from xpipe.warehouse.connection import first_row, insert_frame, table_exists
+from xpipe.warehouse.connection import first_row, insert_frame, only_row, table_exists
 from xpipe.warehouse.sql_models import discover_models, run_checks
 
 F64 = NDArray[np.float64]
@@ -173,7 +173,7 @@ def component_frame(mixture: MixtureParams) -> pl.DataFrame:
         "covariance": [c.ravel().tolist() for c in mixture.covariances]})
 
 
-def reference_frame(counts: NDArray[np.integer], means: F64, pinv: F64,
+def reference_frame(counts: NDArray[np.integer], means: F64, pinv: F64, *,
                     usable: NDArray[np.bool_], classes: tuple[str, ...]) -> pl.DataFrame:
     """One row per (cluster, class) with its reference statistics, NULL where the class is not
     usable (model.reference_stats, model.version_reference_stats)."""
@@ -226,8 +226,8 @@ def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bo
     insert_frame(con, "model.version_components",
                  component_frame(model.mixture).with_columns(version=pl.lit(v)))
     insert_frame(con, "model.version_reference_stats", reference_frame(
-        model.reference_counts, model.reference_means, model.reference_pinv, model.usable,
-        model.classes).with_columns(version=pl.lit(v)))
+        model.reference_counts, model.reference_means, model.reference_pinv,
+        usable=model.usable, classes=model.classes).with_columns(version=pl.lit(v)))
     models = discover_models()
     for table in VERSION_TABLES:
         run_checks(con, models[table])
@@ -276,7 +276,7 @@ def resolve(con: duckdb.DuckDBPyConnection, ref: str | None) -> str:
 def load(con: duckdb.DuckDBPyConnection, ref: str | None = None) -> FrozenModel:
     """Read a stored version and check it against its hash."""
     version = resolve(con, ref)
-    meta = first_row(con, "SELECT content_hash, classes, features, selection, params, "
+    meta = only_row(con, "SELECT content_hash, classes, features, selection, params, "
                           "provenance FROM model.versions WHERE version = ?", [version])
     stored_hash, classes, features, selection, params, provenance = meta
     classes, features = tuple(json.loads(classes)), tuple(json.loads(features))

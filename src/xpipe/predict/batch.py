@@ -27,7 +27,13 @@ from xpipe.predict.scoring import (
     insert_detection_class,
     score_chunk,
 )
-from xpipe.warehouse.connection import first_row, insert_frame, require_tables, scalar, transaction
+from xpipe.warehouse.connection import (
+    insert_frame,
+    only_row,
+    require_tables,
+    scalar,
+    transaction,
+)
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
 from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import (
@@ -58,7 +64,7 @@ class ClassifyParams:
 def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> None:
     """Stop with the selection's numbers when too few detections are left to cluster."""
     total = scalar(con, "SELECT count(*) FROM model.stg_detections")
-    selected, clean = first_row(con, "SELECT count(*), count(*) FILTER (WHERE is_clean) "
+    selected, clean = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_clean) "
                                      "FROM model.detection_features")
     if clean < max(params.n_components, 2):
         raise RuntimeError(
@@ -112,7 +118,8 @@ def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clu
     con.execute("CREATE OR REPLACE TABLE model.reference_stats (cluster INTEGER, class VARCHAR, "
                 "n_references BIGINT, usable BOOLEAN, mean DOUBLE[], pinv DOUBLE[])")
     insert_frame(con, "model.reference_stats", frozen.reference_frame(
-        kernel.counts_, kernel.means_, kernel.pinv_, kernel.usable_, class_names()))
+        kernel.counts_, kernel.means_, kernel.pinv_, usable=kernel.usable_,
+        classes=class_names()))
     return kernel
 
 
@@ -127,14 +134,14 @@ def classify_targets(con: duckdb.DuckDBPyConnection, kernel: MahalanobisSoftmin,
         insert_detection_class(con, rows)
 
 
-def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, params: ClassifyParams,
+def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, *, params: ClassifyParams,
                         mixture: MixtureParams, kernel: MahalanobisSoftmin) -> frozen.FrozenModel:
     """Freeze what this run fitted as an immutable model version (`xpipe models`), so new
     detections can be classified later exactly as this run classified its own."""
     scaling = [frozen.FeatureScaling(**row) for row in con.sql(
         "SELECT feature, position, transform, min_nonzero, log_offset, min_value, max_value "
         "FROM model.preprocessing_params ORDER BY position").pl().iter_rows(named=True)]
-    cleaned, references = first_row(con, "SELECT (SELECT count(*) FROM model.scaled_features), "
+    cleaned, references = only_row(con, "SELECT (SELECT count(*) FROM model.scaled_features), "
                                          "(SELECT count(*) FROM model.detection_roles "
                                          "WHERE role = 'reference')")
     method = {"n_components": params.n_components, "random_state": params.random_state,
@@ -154,7 +161,7 @@ def check_python_model(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows at each stage: pulled → selected → cleaned → labeled → classified → sources."""
-    one = first_row(con, """
+    one = only_row(con, """
         SELECT
             (SELECT count(*) FROM model.stg_detections),
             (SELECT count(*) FROM model.detection_features),
@@ -194,7 +201,7 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: Classif
             kernel = fit_references(con, params, mixture.n_components, settings.chunk_rows)
             check_python_model(con, "model.reference_stats")
         with run.stage("model_version"):
-            store_model_version(con, run.run_id, params, mixture, kernel)
+            store_model_version(con, run.run_id, params=params, mixture=mixture, kernel=kernel)
         with run.stage("kernel"):
             classify_targets(con, kernel, mixture, settings.chunk_rows)
             check_python_model(con, "results.detection_class")

@@ -25,7 +25,7 @@ def detection_level_query() -> str:
             "ORDER BY name, obsid, det_id")
 
 
-def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path, fmt: str,
+def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path, *, fmt: str,
           header: bool = True) -> None:
     options = "FORMAT parquet" if fmt == "parquet" else f"FORMAT csv, HEADER {str(header).lower()}"
     con.execute(f"COPY ({query}) TO {sql_literal(path)} ({options})")
@@ -36,7 +36,7 @@ def _copy_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: Pa
     columns = [d[0] for d in con.sql(f"SELECT * FROM ({query}) LIMIT 0").description]
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         body = Path(tmp) / "body.csv"
-        _copy(con, query, body, "csv", header=False)
+        _copy(con, query, body, fmt="csv", header=False)
         with path.open("w", newline="") as out, body.open() as src:
             out.write(",".join(["", *columns[1:]]) + "\n")
             shutil.copyfileobj(src, out)
@@ -55,10 +55,10 @@ def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "cs
     if fmt == "csv":
         _copy_csv_unnamed_index(con, detection_level_query(), target)
     else:
-        _copy(con, detection_level_query(), target, fmt)
+        _copy(con, detection_level_query(), target, fmt=fmt)
     written["detection_level_classification"] = target
     for view in ("uniquely_classified", "ambiguous_classification"):
         target = out_dir / f"{view}.{fmt}"
-        _copy(con, f"SELECT * FROM results.{view}", target, fmt)
+        _copy(con, f"SELECT * FROM results.{view}", target, fmt=fmt)
         written[view] = target
     return written

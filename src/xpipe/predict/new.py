@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import duckdb
 import polars as pl
@@ -186,13 +187,14 @@ def _cause(feature: str) -> pl.Expr:
     if feature not in DERIVED:
         return pl.lit(feature)
     *parts, denominator = DERIVED[feature]
-    expr = pl.when(pl.col(denominator) == 0).then(pl.lit(f"{feature} ({denominator} = 0)"))
+    expr: Any = pl.when(pl.col(denominator) == 0).then(
+        pl.lit(f"{feature} ({denominator} = 0)"))
     for column in (*parts, denominator):
         expr = expr.when(pl.col(column).is_null()).then(pl.lit(f"{feature} ({column} missing)"))
-    return expr.otherwise(pl.lit(feature))
+    return cast(pl.Expr, expr.otherwise(pl.lit(feature)))
 
 
-def _joined(parts: list[pl.Expr]) -> pl.Expr:
+def _joined(parts: Sequence[pl.Expr]) -> pl.Expr:
     """Non-null strings of `parts` joined with ', ', or null."""
     joined = pl.concat_str(parts, separator=", ", ignore_nulls=True)
     return pl.when(joined != "").then(joined)

@@ -60,12 +60,12 @@ def chunk_bounds(con: duckdb.DuckDBPyConnection, relation: str, chunk_rows: int
     return [(int(a), int(b)) for a, b in rows]
 
 
-def iter_chunks(con: duckdb.DuckDBPyConnection, query: str, relation: str, chunk_rows: int,
-                desc: str) -> Iterator[pl.DataFrame]:
+def iter_chunks(con: duckdb.DuckDBPyConnection, query: str, relation: str, *,
+                chunk_rows: int, desc: str) -> Iterator[pl.DataFrame]:
     """Yield `query` chunk by chunk; it must select every row of `relation` whose det_id is in
     [`{lo}`, `{hi}`], so a chunk's height is the progress it makes."""
     bounds = chunk_bounds(con, relation, chunk_rows)
-    total = int(scalar(con, f"SELECT count(*) FROM {relation}"))  # type: ignore[call-overload]
+    total = int(scalar(con, f"SELECT count(*) FROM {relation}"))
     with progress_bar(desc, total=total) as bar:
         for lo, hi in bounds:
             frame = con.sql(query.format(lo=lo, hi=hi)).pl()
@@ -88,7 +88,7 @@ def cleaned_rows(con: duckdb.DuckDBPyConnection, *, role: str | None, chunk_rows
                 f"{cluster_join}JOIN model.detection_features AS f USING (det_id) "
                 f"WHERE {where}")
     query = f"SELECT * FROM {ROWS_VIEW} WHERE det_id BETWEEN {{lo}} AND {{hi}} ORDER BY det_id"
-    yield from iter_chunks(con, query, ROWS_VIEW, chunk_rows, desc)
+    yield from iter_chunks(con, query, ROWS_VIEW, chunk_rows=chunk_rows, desc=desc)
 
 
 def fit_reference_stats(chunks: Iterable[pl.DataFrame], *, n_clusters: int,
@@ -108,7 +108,7 @@ def fit_reference_stats(chunks: Iterable[pl.DataFrame], *, n_clusters: int,
 def probability_frame(frame: pl.DataFrame, proba: F64) -> pl.DataFrame:
     """The results.detection_class rows for a chunk: probabilities, then the argmax class."""
     classes = class_names()
-    classified = ~np.isnan(proba).any(axis=1)
+    classified = np.asarray(~np.isnan(proba).any(axis=1))
     codes = np.argmax(np.where(classified[:, None], proba, -1.0), axis=1)
     pred = np.array(classes, dtype=object)[codes]
     pred[~classified] = None

@@ -12,7 +12,7 @@ from xpipe.ingest.files import load_files
 from xpipe.predict.batch import check_python_model
 from xpipe.predict.export import export_results
 from xpipe.predict.scoring import create_detection_class
-from xpipe.warehouse.connection import connect_memory, first_row, scalar, staging_name
+from xpipe.warehouse.connection import connect_memory, only_row, scalar, staging_name
 from xpipe.warehouse.contracts import load_schema
 from xpipe.warehouse.seeds import class_names
 from xpipe.warehouse.sql_models import load_macros, run_models
@@ -34,8 +34,7 @@ def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, in
     check_python_model(con, "results.detection_class")
     run_models(con, layers=["votes"])
     export_results(con, out_dir, fmt)
-    row = first_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "
+    row = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "
                       "count(*) FILTER (WHERE NOT is_unique) FROM results.source_class")
-    return {"detections": scalar(con, "SELECT count(*) FROM results.detection_class"
-                                      ),
+    return {"detections": int(scalar(con, "SELECT count(*) FROM results.detection_class")),
             "sources": row[0], "uniquely_classified": row[1], "ambiguous": row[2]}

@@ -114,7 +114,10 @@ def run_bic(con: duckdb.DuckDBPyConnection, params: BicParams) -> BicResult:
             raise ValueError(f"{len(x)} cleaned detections: too few for K up to {params.kmax}")
         tasks = params.tasks()
         with run.stage("fit"), progress_bar("BIC fits", total=len(tasks), unit="fits") as bar:
-            scores = bic_grid(x, tasks, params.n_jobs, on_done=lambda _: bar.update(1))
+            def advance(_row: dict[str, object]) -> None:
+                bar.update(1)
+
+            scores = bic_grid(x, tasks, params.n_jobs, on_done=advance)
         with run.stage("store"), transaction(con):
             insert_frame(con, "results.bic_scores",
                          bic_scores_frame(scores, run.run_id, classify_run))

@@ -52,7 +52,7 @@ def classify_params(con: duckdb.DuckDBPyConnection) -> ClassifyParams:
 
 def fit_sample(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> F64:
     """The scaled features `xpipe classify` fits its mixture on, for these parameters."""
-    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))  # type: ignore[call-overload]
+    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
     return feature_matrix(con.sql(fit_sample_query(params, n_clean, feature_select())).pl())
 
 

@@ -20,7 +20,7 @@ from scipy import stats
 
 from xpipe.science.common import require_classified
 from xpipe.science.figures import explain_figure
-from xpipe.warehouse.connection import first_row
+from xpipe.warehouse.connection import scalar
 from xpipe.warehouse.seeds import aggregated_classes, class_names
 
 
@@ -84,15 +84,15 @@ class Explanation:
         return "\n".join(lines)
 
     def figure(self) -> Figure:
-        return explain_figure(self.detections, self.summary, class_names(),
-                              aggregated_classes(), self.title(),
+        return explain_figure(self.detections, self.summary, classes=class_names(),
+                              agg_of=aggregated_classes(), title=self.title(),
                               votes={"hard": str(self.source["hard_class"]),
                                      "soft": str(self.source["soft_class"])})
 
 
 def why_not_classified(con: duckdb.DuckDBPyConnection, name: str) -> str:
     """The reason a source has no master class, in words."""
-    n_raw = first_row(con, "SELECT count(*) FROM raw.detections WHERE name = ?", [name])[0]
+    n_raw = scalar(con, "SELECT count(*) FROM raw.detections WHERE name = ?", [name])
     if not n_raw:
         return (f"no source named {name!r} in the warehouse (names look like "
                 "'2CXO J123456.7+123456'; try `xpipe sql \"SELECT name FROM "

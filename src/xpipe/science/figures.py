@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from typing import Literal, cast
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,8 @@ AGG_COLOURS = {"AGN": "#1f77b4", "Seyfert": "#9467bd", "XB": "#d62728", "YSO": "
 MAX_POINTS = 60_000  # points drawn per sky panel; denser panels are subsampled (seeded)
 
 
-def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+def new_figure(width: float, height: float,
+               layout: Literal["constrained", "tight"] | None = "constrained") -> Figure:
     """A Figure on the Agg canvas; pass layout=None and place axes by hand where a layout
     engine would spend seconds measuring many tick labels (sky maps, density grids)."""
     fig = Figure(figsize=(width, height), dpi=100, layout=layout)
@@ -72,7 +74,7 @@ def bic_figure(curve: pl.DataFrame, scores: pl.DataFrame, stored_k: int | None =
         top.plot([], [], color="#2ca02c", ls=":", label=f"stored clustering K = {stored_k}")
     top.plot([], [], color="#d62728", ls="--", label=f"elbow K = {elbow}")
     top.set_ylabel("BIC (lower is better)")
-    top.set_title(f"BIC over K ({int(curve['n_seeds'].max())} seeds per K)")
+    top.set_title(f"BIC over K ({int(cast(int, curve['n_seeds'].max()))} seeds per K)")
     top.legend(fontsize=8, loc="upper right")
     bottom.set_ylabel("gradient of mean BIC")
     bottom.set_xlabel("number of mixture components K")
@@ -127,7 +129,7 @@ def _label_galactic_axes(ax: Axes) -> None:
     ax.grid(alpha=0.3)
 
 
-def sky_figure(frame: pl.DataFrame, group: str, groups: Sequence[str], title: str,
+def sky_figure(frame: pl.DataFrame, group: str, groups: Sequence[str], *, title: str,
                colours: dict[str, str] | None = None, ncols: int = 2, seed: int = 0) -> Figure:
     """One Mollweide panel per group (galactic coordinates) from columns l, b and `group`."""
     nrows = max(1, -(-len(groups) // ncols))
@@ -152,7 +154,7 @@ def sky_figure(frame: pl.DataFrame, group: str, groups: Sequence[str], title: st
 
 # --- density maps (paper Figs. 3, 6, 7) -------------------------------------------------------
 
-def density_figure(frame: pl.DataFrame, x: str, y: str, row: str, rows: Sequence[str],
+def density_figure(frame: pl.DataFrame, x: str, y: str, *, row: str, rows: Sequence[str],
                    column: str, columns: Sequence[str], extent: tuple[float, float, float, float],
                    labels: tuple[str, str], title: str, bins: int = 50) -> Figure:
     """2-D histograms (log colour) of (x, y): one row per value of `row`, one column per value
@@ -248,7 +250,7 @@ def stability_figure(table: pl.DataFrame) -> Figure:
 
 # --- one source (paper Fig. 10) ---------------------------------------------------------------
 
-def explain_figure(detections: pl.DataFrame, summary: pl.DataFrame, classes: Sequence[str],
+def explain_figure(detections: pl.DataFrame, summary: pl.DataFrame, *, classes: Sequence[str],
                    agg_of: dict[str, str], title: str,
                    votes: dict[str, str] | None = None) -> Figure:
     """Each detection's probability per class (dots), the mean with its 95 % band (bars), the

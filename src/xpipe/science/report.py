@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import duckdb
 import numpy as np
@@ -92,7 +93,7 @@ def table_html(frame: pl.DataFrame, headers: dict[str, str] | None = None,
 
 
 def percent(value: object) -> str:
-    return "—" if value is None else f"{100 * float(value):.1f} %"
+    return "—" if value is None else f"{100 * float(cast(float, value)):.1f} %"
 
 
 def analysis_state(con: duckdb.DuckDBPyConnection, table: str) -> tuple[bool, str | None]:
@@ -222,14 +223,14 @@ def sky_section(con: duckdb.DuckDBPyConnection) -> Section:
     body = figure_html(
         "fig-sky-clusters",
         figures.sky_figure(by_cluster, "group", [f"cluster {c}" for c in clusters],
-                           "cleaned detections per cluster (galactic, Mollweide)", ncols=3),
+                           title="cleaned detections per cluster (galactic, Mollweide)", ncols=3),
         "Sky positions of the cleaned detections of each cluster in galactic coordinates "
         "(Mollweide; l = 0 at the centre, increasing to the left) — the paper's Fig. 2.",
         "sky maps per cluster")
     body += figure_html(
         "fig-sky-classes",
         figures.sky_figure(parts[1], "agg_master_class", AGG_ORDER,
-                           "uniquely classified sources per aggregated master class",
+                           title="uniquely classified sources per aggregated master class",
                            colours=figures.AGG_COLOURS),
         "Uniquely classified sources per aggregated master class, galactic coordinates — the "
         "paper's Fig. 8.", "sky maps per aggregated master class")
@@ -259,19 +260,20 @@ def density_section(con: duckdb.DuckDBPyConnection) -> Section:
     rows = ["SIMBAD references", "classified targets"]
     body = figure_html(
         "fig-hardness",
-        figures.density_figure(frame, "hard_ms", "hard_hm", "sample", rows, "agg", AGG_ORDER,
-                               (-1, 1, -1, 1), ("hard_ms (M vs S)", "hard_hm (H vs M)"),
-                               "hardness ratios per aggregated class"),
+        figures.density_figure(frame, "hard_ms", "hard_hm", row="sample", rows=rows,
+                               column="agg", columns=AGG_ORDER, extent=(-1, 1, -1, 1),
+                               labels=("hard_ms (M vs S)", "hard_hm (H vs M)"),
+                               title="hardness ratios per aggregated class"),
         "Hardness-ratio planes per aggregated class: SIMBAD references (top, by their SIMBAD "
         "class) and classified targets (bottom, by predicted class); log colour scale — the "
         "paper's Fig. 3.", "hardness-ratio density maps")
     y0, y1 = _extent(frame["log_var_ratio_b"])
     body += figure_html(
         "fig-variability",
-        figures.density_figure(frame, "var_prob_b", "log_var_ratio_b", "sample", rows, "agg",
-                               AGG_ORDER, (0, 1, y0, y1),
-                               ("var_prob_b", "log10 var_ratio_b (σ / mean)"),
-                               "variability per aggregated class"),
+        figures.density_figure(frame, "var_prob_b", "log_var_ratio_b", row="sample", rows=rows,
+                               column="agg", columns=AGG_ORDER, extent=(0, 1, y0, y1),
+                               labels=("var_prob_b", "log10 var_ratio_b (σ / mean)"),
+                               title="variability per aggregated class"),
         "Variability probability against the log of the broad-band variability ratio per "
         "aggregated class, references (top) and classified targets (bottom) — the paper's "
         "Figs. 6 and 7.", "variability density maps")

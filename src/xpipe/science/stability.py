@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import duckdb
 import numpy as np
@@ -87,6 +88,11 @@ def master_labels(source_class: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def mean_of(flags: pl.Series) -> float:
+    """The fraction of true values of a non-empty boolean series."""
+    return float(cast(float, flags.mean()))
+
+
 def changed_fractions(stored: pl.DataFrame, alternative: pl.DataFrame) -> tuple[float, float]:
     """Fractions of the stored sources whose fine / aggregated master class differs in the
     alternative ('ambiguous' and 'unclassified' count as classes, so losing a class counts)."""
@@ -94,8 +100,8 @@ def changed_fractions(stored: pl.DataFrame, alternative: pl.DataFrame) -> tuple[
         return 0.0, 0.0
     joined = master_labels(stored).join(master_labels(alternative), on="name", how="left",
                                         suffix="_alt").fill_null(UNCLASSIFIED)
-    return (float((joined["fine"] != joined["fine_alt"]).mean()),
-            float((joined["agg"] != joined["agg_alt"]).mean()))
+    return (float(mean_of(joined["fine"] != joined["fine_alt"])),
+            float(mean_of(joined["agg"] != joined["agg_alt"])))
 
 
 def rerun_classification(con: duckdb.DuckDBPyConnection, mixture: MixtureParams,
@@ -134,7 +140,7 @@ def stored_clusters(con: duckdb.DuckDBPyConnection) -> NDArray[np.int64]:
                    ).pl()["cluster"].to_numpy()
 
 
-def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alternative,
+def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alternative, *,
             reference_clusters: NDArray[np.int64], stored_sources: pl.DataFrame,
             chunk_rows: int) -> dict[str, object]:
     """Refit one alternative and measure how far its clustering and master classes move."""
@@ -154,7 +160,7 @@ def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alterna
         "adjusted_rand_index": float(adjusted_rand_score(reference_clusters, clusters)),
         "n_detections": len(clusters), "n_sources": stored_sources.height,
         "fine_changed_fraction": fine, "agg_changed_fraction": agg,
-        "unique_fraction": float(sources["is_unique"].mean()) if sources.height else 0.0,
+        "unique_fraction": mean_of(sources["is_unique"]) if sources.height else 0.0,
     }
 
 
@@ -181,8 +187,8 @@ def run_stability(con: duckdb.DuckDBPyConnection, params: StabilityParams, chunk
         with run.stage("refit"), progress_bar("stability refits", total=len(alts),
                                                unit="fits") as bar:
             for alt in alts:
-                rows.append(compare(con, stored, alt, reference_clusters, stored_sources,
-                                    chunk_rows))
+                rows.append(compare(con, stored, alt, reference_clusters=reference_clusters,
+                                    stored_sources=stored_sources, chunk_rows=chunk_rows))
                 bar.update(1)
         table = pl.DataFrame(rows).with_columns(
             run_id=pl.lit(run.run_id), classify_run_id=pl.lit(classify_run),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -139,14 +140,20 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: object,
 
 
 def first_row(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
-              ) -> tuple | None:
+              ) -> tuple[Any, ...] | None:
     """The first row of a query, read to the end (DuckDB 2 keeps unfinished results open)."""
     rows = con.execute(query, params).fetchall() if params else con.execute(query).fetchall()
     return rows[0] if rows else None
 
 
-def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> object:
+def only_row(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
+             ) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, a lookup known to match)."""
     row = first_row(con, query, params)
     if row is None:
-        raise RuntimeError(f"query returned no row: {query}")
-    return row[0]
+        raise WarehouseError(f"query returned no row: {query}")
+    return row
+
+
+def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> Any:
+    return only_row(con, query, params)[0]
