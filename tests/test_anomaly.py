@@ -16,7 +16,7 @@ from scipy.special import logsumexp
 from scipy.stats import chi2
 
 from xpipe.method.mixture import weighted_log_density
-from xpipe.models import frozen
+from xpipe.models import store
 from xpipe.simulation.catalogue import (
     FEATURES,
     OUTLIER_KINDS,
@@ -72,7 +72,7 @@ def test_anomaly_columns_follow_their_definition(paths) -> None:
     """Recomputed from the stored model version: the same functions give the same bits."""
     cols = ", ".join(f's."{f}"' for f in feature_names())
     con = duckdb.connect(str(paths["warehouse"]), read_only=True)
-    model = frozen.load(con)
+    model = store.load(con)
     rows = con.sql(f"SELECT d.*, {cols} FROM results.detection_class AS d "
                    "JOIN model.scaled_features AS s USING (det_id) ORDER BY d.det_id").pl()
     con.close()

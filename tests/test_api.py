@@ -75,12 +75,13 @@ def test_bad_input_is_a_clear_error(data) -> None:
 
 
 def test_from_file_and_repr(data, tmp_path: Path) -> None:
-    from xpipe.models import frozen
+    from xpipe.models import file as model_file
+    from xpipe.models import store
 
     con = duckdb.connect(str(data["warehouse"]), read_only=True)
-    model = frozen.load(con)
+    model = store.load(con)
     con.close()
-    frozen.write_file(model, tmp_path / "m.npz")
+    model_file.write_file(model, tmp_path / "m.npz")
     clf = Classifier.from_file(tmp_path / "m.npz")
     assert clf.version_ == model.version and model.content_hash[:12] in repr(clf)
     head = data["frame"].head(50)

@@ -14,7 +14,9 @@ import polars as pl
 import pytest
 from frozen_fixtures import frozen_copy, read_frame
 
-from xpipe.models import frozen
+from xpipe.core.errors import ModelFileError, WarehouseError
+from xpipe.models import file as model_file
+from xpipe.models import frozen, store
 from xpipe.warehouse.seeds import class_names
 
 KEY = ["name", "obsid", "obi", "region_id"]
@@ -49,7 +51,7 @@ def test_classify_stores_an_immutable_verified_version(base, cli) -> None:
     assert run_id[0] in listed and "classify" in listed
     shown = cli("--warehouse", wh, "models", "show", run_id[0][:17]).output
     con = duckdb.connect(wh, read_only=True)
-    model = frozen.load(con)
+    model = store.load(con)
     comps = con.sql("SELECT weight, covariance FROM model.gmm_components ORDER BY component").pl()
     stats = con.sql("SELECT cluster, class, n_references, usable FROM model.reference_stats "
                     "ORDER BY cluster, class").pl()
@@ -118,7 +120,7 @@ def test_model_file_is_plain_and_verified(exported, cli, tmp_path: Path) -> None
     with np.load(exported, allow_pickle=False) as arrays:  # numpy reads it without pickle
         assert arrays["reference_pinv"].shape == (6, 10, 12, 12)
     assert meta["classes"] == list(class_names()) and len(meta["content_hash"]) == 64
-    model = frozen.read_file(exported)
+    model = model_file.read_file(exported)
     assert model.content_hash == meta["content_hash"]
 
     def rewrite(path: Path, change: dict[str, bytes]) -> Path:
@@ -132,16 +134,16 @@ def test_model_file_is_plain_and_verified(exported, cli, tmp_path: Path) -> None
     tampered = dict(meta, scaling=[dict(meta["scaling"][0], transform="minmax"),
                                    *meta["scaling"][1:]])
     bad = rewrite(tmp_path / "tampered.npz", {"model.json": json.dumps(tampered).encode()})
-    with pytest.raises(frozen.ModelFileError, match="content hash mismatch"):
-        frozen.read_file(bad)
+    with pytest.raises(ModelFileError, match="content hash mismatch"):
+        model_file.read_file(bad)
     buffer = io.BytesIO()
     np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     pickled = rewrite(tmp_path / "pickled.npz", {"reference_counts.npy": buffer.getvalue()})
-    with pytest.raises(frozen.ModelFileError, match="not a plain numeric array"):
-        frozen.read_file(pickled)
+    with pytest.raises(ModelFileError, match="not a plain numeric array"):
+        model_file.read_file(pickled)
     extra = rewrite(tmp_path / "extra.npz", {"payload.pkl": b"\x80\x04."})
-    with pytest.raises(frozen.ModelFileError, match="expected members"):
-        frozen.read_file(extra)
+    with pytest.raises(ModelFileError, match="expected members"):
+        model_file.read_file(extra)
     (tmp_path / "text.npz").write_text("not a zip")
     result = cli("--warehouse", str(tmp_path / "wh.duckdb"), "models", "import",
                  str(tmp_path / "text.npz"), expect_ok=False)
@@ -155,12 +157,12 @@ def test_import_is_idempotent_and_versions_are_immutable(exported, cli, tmp_path
                                    str(exported)).output
     assert "already present" in cli("--warehouse", str(wh), "models", "import",
                                     str(exported)).output
-    model = frozen.read_file(exported)
+    model = model_file.read_file(exported)
     con = duckdb.connect(str(wh))
     assert con.execute("SELECT count(*) FROM model.versions").fetchall() == [(1,)]
     other = replace(model, params={**model.params, "random_state": 1})
-    with pytest.raises(frozen.WarehouseError, match="versions are immutable"):
-        frozen.store(con, other, origin="import")
+    with pytest.raises(WarehouseError, match="versions are immutable"):
+        store.store(con, other, origin="import")
     con.execute("UPDATE model.version_components SET weight = weight * 1.0000001 "
                 "WHERE component = 0")
     con.close()

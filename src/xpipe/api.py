@@ -23,7 +23,8 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from xpipe.core.config import Settings
-from xpipe.models import frozen
+from xpipe.models import file as model_file
+from xpipe.models import store
 from xpipe.models.frozen import FrozenModel
 from xpipe.predict.new import Prediction, predict
 from xpipe.warehouse.connection import connect
@@ -62,14 +63,14 @@ class Classifier:
         """A version stored in a warehouse (id, unique prefix, or None for the latest)."""
         con = connect(Settings(warehouse=Path(warehouse)), read_only=True)
         try:
-            return cls(frozen.load(con, version))
+            return cls(store.load(con, version))
         finally:
             con.close()
 
     @classmethod
     def from_file(cls, path: str | Path) -> Classifier:
         """A model file written by `xpipe models export`."""
-        return cls(frozen.read_file(Path(path)))
+        return cls(model_file.read_file(Path(path)))
 
     def __repr__(self) -> str:
         return f"Classifier(version={self.version_!r}, hash={self.model.content_hash[:12]!r})"

@@ -529,11 +529,11 @@ def _print_frame(frame: Any, max_rows: int = 40) -> None:
 @user_errors
 def models_list(ctx: click.Context) -> None:
     """The stored versions, newest first."""
-    from xpipe.models import frozen
+    from xpipe.models import store
 
     con = connect(settings_from(ctx), read_only=True)
     try:
-        versions = frozen.list_versions(con)
+        versions = store.list_versions(con)
     finally:
         con.close()
     if versions.is_empty():
@@ -548,11 +548,11 @@ def models_list(ctx: click.Context) -> None:
 @user_errors
 def models_show(ctx: click.Context, version: str) -> None:
     """One version: hash (verified), provenance, selection, scaling, mixture, references."""
-    from xpipe.models import frozen
+    from xpipe.models import frozen, store
 
     con = connect(settings_from(ctx), read_only=True)
     try:
-        model = frozen.load(con, version)
+        model = store.load(con, version)
     finally:
         con.close()
     click.echo(frozen.describe(model))
@@ -565,14 +565,15 @@ def models_show(ctx: click.Context, version: str) -> None:
 @user_errors
 def models_export(ctx: click.Context, version: str, file: Path) -> None:
     """Write VERSION to FILE (.npz: model.json and plain arrays; no pickle)."""
-    from xpipe.models import frozen
+    from xpipe.models import file as model_file
+    from xpipe.models import store
 
     con = connect(settings_from(ctx), read_only=True)
     try:
-        model = frozen.load(con, version)
+        model = store.load(con, version)
     finally:
         con.close()
-    frozen.write_file(model, file)
+    model_file.write_file(model, file)
     click.echo(f"wrote model {model.version} (hash {model.content_hash[:12]}) to {file}")
 
 
@@ -582,15 +583,16 @@ def models_export(ctx: click.Context, version: str, file: Path) -> None:
 @user_errors
 def models_import(ctx: click.Context, file: Path) -> None:
     """Add the model in FILE to the warehouse (verified; importing it again changes nothing)."""
-    from xpipe.models import frozen
+    from xpipe.models import file as model_file
+    from xpipe.models import store
     from xpipe.warehouse.connection import transaction
 
-    model = frozen.read_file(file)
+    model = model_file.read_file(file)
     settings = settings_from(ctx)
     con = connect(settings)
     try:
         with transaction(con):
-            added = frozen.store(con, model, origin="import")
+            added = store.store(con, model, origin="import")
     finally:
         con.close()
     state = "imported" if added else "already present:"

@@ -17,7 +17,7 @@ from xpipe.core.config import Settings
 from xpipe.core.errors import ModelCheckError
 from xpipe.method.kernel import MahalanobisSoftmin
 from xpipe.method.mixture import MixtureParams, NotConvergedError, assign_clusters, fit_mixture
-from xpipe.models import frozen
+from xpipe.models import frozen, store
 from xpipe.predict.scoring import (
     cleaned_rows,
     create_detection_class,
@@ -96,7 +96,7 @@ def fit_clusters(con: duckdb.DuckDBPyConnection, params: ClassifyParams, run_id:
     con.execute("CREATE OR REPLACE TABLE model.gmm_components (run_id VARCHAR, component INTEGER, "
                 "weight DOUBLE, mean DOUBLE[], covariance DOUBLE[])")
     insert_frame(con, "model.gmm_components",
-                 frozen.component_frame(mixture).with_columns(run_id=pl.lit(run_id)))
+                 store.component_frame(mixture).with_columns(run_id=pl.lit(run_id)))
     return mixture
 
 
@@ -117,7 +117,7 @@ def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clu
                                  min_references=params.min_references)
     con.execute("CREATE OR REPLACE TABLE model.reference_stats (cluster INTEGER, class VARCHAR, "
                 "n_references BIGINT, usable BOOLEAN, mean DOUBLE[], pinv DOUBLE[])")
-    insert_frame(con, "model.reference_stats", frozen.reference_frame(
+    insert_frame(con, "model.reference_stats", store.reference_frame(
         kernel.counts_, kernel.means_, kernel.pinv_, usable=kernel.usable_,
         classes=class_names()))
     return kernel
@@ -151,7 +151,7 @@ def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, *, params: 
                             scaling=scaling, mixture=mixture, kernel=kernel,
                             classes=class_names(), features=feature_names(),
                             counts={"cleaned": int(cleaned), "references": int(references)})
-    frozen.store(con, model, origin="classify")
+    store.store(con, model, origin="classify")
     return model
 
 

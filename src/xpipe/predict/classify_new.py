@@ -15,7 +15,8 @@ import duckdb
 import polars as pl
 
 from xpipe.core.config import Settings
-from xpipe.models import frozen
+from xpipe.models import file as model_file
+from xpipe.models import store
 from xpipe.models.frozen import FrozenModel
 from xpipe.predict.new import KEY, Prediction, output_columns, source_votes
 from xpipe.warehouse.connection import connect, table_exists, transaction
@@ -33,10 +34,10 @@ _SOURCE_DDL = ("model_version VARCHAR, name VARCHAR, detection_count BIGINT, har
 def resolve_model(settings: Settings, ref: str | None) -> FrozenModel:
     """`--model`: an exported model file, or a version in the warehouse (default: latest)."""
     if ref is not None and Path(ref).is_file():
-        return frozen.read_file(Path(ref))
+        return model_file.read_file(Path(ref))
     con = connect(settings, read_only=True)
     try:
-        return frozen.load(con, ref)
+        return store.load(con, ref)
     finally:
         con.close()
 
@@ -121,7 +122,7 @@ def append(con: duckdb.DuckDBPyConnection, prediction: Prediction, model: Frozen
     """Store the prediction (and its model version, if new here) idempotently; returns counts."""
     params = {"file": source, "model_version": model.version}
     with recorded_run(con, "classify-new", params) as run, transaction(con):
-        imported = frozen.store(con, model, origin="import")
+        imported = store.store(con, model, origin="import")
         ensure_tables(con)
         rows = prediction.detections.with_columns(appended_by=pl.lit(run.run_id))
         con.register("__new", rows.to_arrow())
