@@ -60,12 +60,12 @@ def bic_score(x: F64, k: int, seed: int) -> dict[str, object]:
     """One mixture fit and its BIC (lower is better), with what is needed to judge it."""
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
-        model = fit_gaussian_mixture(x, k, seed)
-        bic = float(model.bic(x))
-        log_likelihood = float(model.score(x) * len(x))
+        gmm = fit_gaussian_mixture(x, k, seed)
+        bic = float(gmm.bic(x))
+        log_likelihood = float(gmm.score(x) * len(x))
     return {"k": k, "seed": seed, "n_rows": len(x), "bic": bic,
-            "log_likelihood": log_likelihood, "n_parameters": int(model._n_parameters()),
-            "n_iter": int(model.n_iter_), "converged": bool(model.converged_),
+            "log_likelihood": log_likelihood, "n_parameters": int(gmm._n_parameters()),
+            "n_iter": int(gmm.n_iter_), "converged": bool(gmm.converged_),
             "seconds": round(time.perf_counter() - start, 3)}
 
 

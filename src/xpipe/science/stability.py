@@ -146,9 +146,8 @@ def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alterna
     """Refit one alternative and measure how far its clustering and master classes move."""
     params = replace(stored, n_components=alt.n_components, random_state=alt.random_state)
     with threadpool_limits(limits=1, user_api="blas"):
-        model = fit_gaussian_mixture(fit_sample(con, params), alt.n_components,
-                                     alt.random_state)
-        mixture = mixture_params(model)
+        gmm = fit_gaussian_mixture(fit_sample(con, params), alt.n_components, alt.random_state)
+        mixture = mixture_params(gmm)
         clusters, detection_class = rerun_classification(con, mixture, stored.min_references,
                                                          chunk_rows)
     sources = vote_in_memory(detection_class)
@@ -156,7 +155,7 @@ def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alterna
     return {
         "alternative": alt.label, "n_components": alt.n_components,
         "random_state": alt.random_state, "is_control": alt.is_control,
-        "converged": bool(model.converged_),
+        "converged": bool(gmm.converged_),
         "adjusted_rand_index": float(adjusted_rand_score(reference_clusters, clusters)),
         "n_detections": len(clusters), "n_sources": stored_sources.height,
         "fine_changed_fraction": fine, "agg_changed_fraction": agg,
