@@ -32,7 +32,7 @@ from sklearn.mixture import GaussianMixture
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from xpipe.simulation.catalogue import (  # noqa: E402  (needs the src path above)
+from xpipe.simulation import (  # noqa: E402  (needs the src path above)
     AGG_CLASS,
     CLASSES,
     FEATURES,

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from xpipe.simulation.catalogue import (
+from xpipe.simulation import (
     AGG_CLASS,
     CLASSES,
     DETECTION_SCHEMA,
