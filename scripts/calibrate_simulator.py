@@ -2,7 +2,7 @@
 
 Run once from the repository root (the reference data are read in place, never copied):
 
-    PYTHONPATH=src .venv/bin/python scripts/calibrate_simulator.py
+    PYTHONPATH=src .venv/bin/python scripts/calibrate_simulator.py [--out PATH]
 
 Inputs (../shared/reference/ relative to the repository root):
 - paper/uniquely_classified.csv, paper/ambiguous_classification.csv: the 12 raw features of
@@ -16,6 +16,7 @@ Everything that is not fitted is marked "chosen" in the output, with the reason.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import math
@@ -32,7 +33,7 @@ from sklearn.mixture import GaussianMixture
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from xpipe.simulation.catalogue import (  # noqa: E402  (needs the src path above)
+from xpipe.simulation import (  # noqa: E402  (needs the src path above)
     AGG_CLASS,
     CLASSES,
     FEATURES,
@@ -40,13 +41,13 @@ from xpipe.simulation.catalogue import (  # noqa: E402  (needs the src path abov
     OWN_OTYPE,
     PROB_EPS,
     PROB_FLOOR,
+    default_params_path,
     detections_per_source_pmf,
     features_to_latent,
     icrs_to_galactic,
 )
 
 REFERENCE = REPO.parent / "shared" / "reference"
-OUTPUT = REPO / "src" / "xpipe" / "data" / "simulator_params.json"
 
 # CSC 2.0 facts quoted in METHOD.md / the task brief.
 CSC2_SOURCES, CSC2_DETECTIONS = 317_167, 928_280
@@ -591,7 +592,74 @@ def chosen_simbad() -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def provenance(
+    paper_counts: dict[str, int], sample: pl.DataFrame, *, n_rows: int, n_unique: int
+) -> dict[str, Any]:
+    """Where every number of the params file comes from: fitted (and on what) or chosen."""
+    return {
+        "script": "scripts/calibrate_simulator.py",
+        "date": dt.date.today().isoformat(),
+        "inputs": {
+            "../shared/reference/paper/uniquely_classified.csv": {
+                "rows": paper_counts["uniquely_classified.csv"],
+                "class_column": "master_class",
+            },
+            "../shared/reference/paper/ambiguous_classification.csv": {
+                "rows": paper_counts["ambiguous_classification.csv"],
+                "class_column": "soft_master_class",
+            },
+            "../shared/reference/csc/csc2_detections_sample.csv": {
+                "rows": sample.height,
+                "sources": int(sample["name_1"].n_unique()),
+            },
+        },
+        "fitted": [
+            "class_proportions (per-source shares of the paper's predicted classes)",
+            "gmm: per class and min/max state (symmetric: var_newq_b = 1 exactly, or not), "
+            "a full-covariance Gaussian mixture (1-4 components by BIC, sklearn) of the 12 "
+            "features in latent space, on the unique feature vectors of each class",
+            "latent_quantiles: per class, the marginal quantiles of each latent feature; "
+            "the simulator maps each mixture marginal onto them (a Gaussian-copula-like "
+            "correction: the mixture gives the dependence, the data the marginals)",
+            "calibration_quantiles / calibration_medians of the 12 features per class",
+            "bounds and zero_ratio_fraction of the features",
+            "within_source scatter (csc sample, multi-detection sources)",
+            "rates: ln significance vs ln var_mean_b, h/m/s split vs hardness (csc sample)",
+            "band_m regressions and min_max shapes per band (csc sample)",
+            "significance quantiles above 5 (csc sample)",
+            "detections_per_source r_3_10 (csc sample) and tail_alpha (solved)",
+            "brightness.threshold (solved for 37,878 / 928,280 selected)",
+        ],
+        "chosen": [
+            "nulls",
+            "sky",
+            "simbad",
+            "brightness.rho",
+            "brightness.tail_shift",
+            "significance.faint_*",
+            "within_source.faint_noise_scale",
+        ],
+        "caveat": "the class of each calibration source is the paper's *predicted* master "
+        "class (soft vote for the ambiguous table): the published tables have no "
+        "ground truth, so the class-conditional distributions are those of the "
+        "paper's classifier output, not of confirmed objects",
+        "deduplication": f"{n_rows - n_unique} of {n_rows} calibration "
+        "rows repeat another source's 12 feature values within the same "
+        "class (one detection associated with several master sources); "
+        "mixtures and calibration quantiles use each vector once",
+        "latent_space": {
+            "hardness": f"atanh(clip(x, +-{HARD_CLIP}))",
+            "powlaw_gamma": "identity",
+            "bb_kt": "ln",
+            "var_prob_*": f"logit(clip(p, {PROB_FLOOR}, 1 - {PROB_EPS})); "
+            f"p >= 1 - {PROB_EPS} is sampled as exactly 1",
+            "var_ratio_*": "ln(max(r, 1e-6))",
+            "var_newq_b": "ln (non-symmetric state only)",
+        },
+    }
+
+
+def main(out: Path) -> None:
     if not REFERENCE.is_dir():
         sys.exit(f"reference data not found at {REFERENCE}")
     rows, paper_counts = load_paper(REFERENCE)
@@ -622,67 +690,9 @@ def main() -> None:
 
     params: dict[str, Any] = {
         "schema_version": 1,
-        "provenance": {
-            "script": "scripts/calibrate_simulator.py",
-            "date": dt.date.today().isoformat(),
-            "inputs": {
-                "../shared/reference/paper/uniquely_classified.csv": {
-                    "rows": paper_counts["uniquely_classified.csv"],
-                    "class_column": "master_class",
-                },
-                "../shared/reference/paper/ambiguous_classification.csv": {
-                    "rows": paper_counts["ambiguous_classification.csv"],
-                    "class_column": "soft_master_class",
-                },
-                "../shared/reference/csc/csc2_detections_sample.csv": {
-                    "rows": sample.height,
-                    "sources": int(sample["name_1"].n_unique()),
-                },
-            },
-            "fitted": [
-                "class_proportions (per-source shares of the paper's predicted classes)",
-                "gmm: per class and min/max state (symmetric: var_newq_b = 1 exactly, or not), "
-                "a full-covariance Gaussian mixture (1-4 components by BIC, sklearn) of the 12 "
-                "features in latent space, on the unique feature vectors of each class",
-                "latent_quantiles: per class, the marginal quantiles of each latent feature; "
-                "the simulator maps each mixture marginal onto them (a Gaussian-copula-like "
-                "correction: the mixture gives the dependence, the data the marginals)",
-                "calibration_quantiles / calibration_medians of the 12 features per class",
-                "bounds and zero_ratio_fraction of the features",
-                "within_source scatter (csc sample, multi-detection sources)",
-                "rates: ln significance vs ln var_mean_b, h/m/s split vs hardness (csc sample)",
-                "band_m regressions and min_max shapes per band (csc sample)",
-                "significance quantiles above 5 (csc sample)",
-                "detections_per_source r_3_10 (csc sample) and tail_alpha (solved)",
-                "brightness.threshold (solved for 37,878 / 928,280 selected)",
-            ],
-            "chosen": [
-                "nulls",
-                "sky",
-                "simbad",
-                "brightness.rho",
-                "brightness.tail_shift",
-                "significance.faint_*",
-                "within_source.faint_noise_scale",
-            ],
-            "caveat": "the class of each calibration source is the paper's *predicted* master "
-            "class (soft vote for the ambiguous table): the published tables have no "
-            "ground truth, so the class-conditional distributions are those of the "
-            "paper's classifier output, not of confirmed objects",
-            "deduplication": f"{rows.height - fitted['n_unique']} of {rows.height} calibration "
-            "rows repeat another source's 12 feature values within the same "
-            "class (one detection associated with several master sources); "
-            "mixtures and calibration quantiles use each vector once",
-            "latent_space": {
-                "hardness": f"atanh(clip(x, +-{HARD_CLIP}))",
-                "powlaw_gamma": "identity",
-                "bb_kt": "ln",
-                "var_prob_*": f"logit(clip(p, {PROB_FLOOR}, 1 - {PROB_EPS})); "
-                f"p >= 1 - {PROB_EPS} is sampled as exactly 1",
-                "var_ratio_*": "ln(max(r, 1e-6))",
-                "var_newq_b": "ln (non-symmetric state only)",
-            },
-        },
+        "provenance": provenance(
+            paper_counts, sample, n_rows=rows.height, n_unique=fitted["n_unique"]
+        ),
         "classes": list(CLASSES),
         "agg_class": AGG_CLASS,
         "features": list(FEATURES),
@@ -717,10 +727,10 @@ def main() -> None:
         "sky": sky,
         "simbad": chosen_simbad(),
     }
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(rnd(params), indent=1, ensure_ascii=False)
-    OUTPUT.write_text(text + "\n", encoding="utf-8")
-    print(f"wrote {OUTPUT.relative_to(REPO)} ({len(text) / 1024:.1f} KiB)")
+    out.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {out} ({len(text) / 1024:.1f} KiB)")
     for c in CLASSES:
         info = fitted["fit_info"][c]
         print(
@@ -731,4 +741,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_params_path(),
+        help="where to write (default: the packaged params file the simulator reads)",
+    )
+    main(parser.parse_args().out)

@@ -17,7 +17,7 @@ from scipy.stats import chi2
 
 from xpipe.method.mixture import weighted_log_density
 from xpipe.models import store
-from xpipe.simulation.catalogue import (
+from xpipe.simulation import (
     FEATURES,
     OUTLIER_KINDS,
     SimulationConfig,

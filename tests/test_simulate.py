@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from xpipe.simulation.catalogue import (
+from xpipe.simulation import (
     AGG_CLASS,
     CLASSES,
     DETECTION_SCHEMA,
@@ -39,6 +39,7 @@ from xpipe.simulation.catalogue import (
     nudge_to_residue,
     simulate_catalogue,
 )
+from xpipe.warehouse.seeds import aggregated_classes, class_names, class_otypes, feature_names
 
 N_MAIN = 200_000
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -554,6 +555,50 @@ def test_peak_memory_is_bounded_by_the_chunk(tmp_path: Path) -> None:
     assert peaks[1] < 1.5 * peaks[0], peaks
 
 
+# Digests of the sorted rows of each table of a small catalogue, computed with the simulator
+# of commit 8dd14d7 (one module, before its split by stages).
+PINNED_ROWS = {
+    "detections": "0d3ee0bb301570def74e9ed9df798f765f64357a1790b8ffc7463eb02816dc36",
+    "simbad": "1be958015fd22766290dc8b90dafa4e36519a78b5f508293fb06ae35f53c1fb5",
+    "truth": "e4fca3bbb8d2cd0cfb6dfc5c65fa6c119106d215cfdca8bc61730fa1aec47609",
+    "outliers": "839fda6d9499a7b737a61dddbee70b05f44dc4114e4dd7a4c2561e90f7667c07",
+}
+
+
+def rows_digest(folder: Path) -> str:
+    """SHA-256 of a table's rows sorted on every column, floats at 7 significant digits.
+
+    Rows rather than file bytes, because Parquet metadata names the writer's version; floats
+    rounded, because numpy's SIMD exp and log may differ by an ulp between CPUs. A change of
+    draw order changes whole values, so it still fails.
+    """
+    df = pl.read_parquet(sorted(folder.glob("part-*.parquet")))
+    df = df.sort(df.columns, nulls_last=True)
+    text = "\n".join(
+        "\t".join(format(v, ".6e") if isinstance(v, float) else str(v) for v in row)
+        for row in [tuple(df.columns), *df.iter_rows()]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_draw_order_is_pinned(tmp_path: Path) -> None:
+    """Every random draw stays where it was: a simulated catalogue never changes silently."""
+    cfg = SimulationConfig(
+        5_000, seed=2024, chunk_detections=2_000, wrong_type_fraction=0.1, outlier_fraction=0.5
+    )
+    summary = simulate_catalogue(cfg, tmp_path / "c")
+    assert (summary["n_sources"], summary["n_simbad_rows"], summary["n_outliers"]) == (
+        1620,
+        1586,
+        36,
+    )
+    got = {table: rows_digest(tmp_path / "c" / table) for table in PINNED_ROWS}
+    assert got == PINNED_ROWS, (
+        "the simulator's output changed: if on purpose (a new draw or params file), "
+        "say so in the change and pin the new digests"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Pure functions
 # --------------------------------------------------------------------------------------
@@ -621,6 +666,15 @@ def test_name_cell_residues_separate_chunks() -> None:
 # --------------------------------------------------------------------------------------
 # The params file and its calibration
 # --------------------------------------------------------------------------------------
+
+
+def test_vocabulary_comes_from_the_seeds() -> None:
+    assert class_names() == CLASSES
+    assert feature_names() == FEATURES
+    assert aggregated_classes() == AGG_CLASS
+    assert class_otypes() == OWN_OTYPE
+    assert OWN_OTYPE["Seyfert_1"] == "Sy1" and OWN_OTYPE["XB"] == "XB*"  # today's codes
+    assert PARAMS["simbad"]["otype_codes"][: len(CLASSES)] == [OWN_OTYPE[c] for c in CLASSES]
 
 
 def test_params_file_is_small_and_documented() -> None:

@@ -73,7 +73,7 @@ def simulate(n_detections: int, seed: int, out_dir: Path, match_fraction: float,
              outlier_fraction: float = 0.0) -> None:
     """Write a simulated CSC-shaped catalogue, SIMBAD table and truth table (Parquet)."""
     from xpipe.core.progress import progress_bar
-    from xpipe.simulation.catalogue import SimulationConfig, simulate_catalogue
+    from xpipe.simulation import SimulationConfig, simulate_catalogue
 
     config = SimulationConfig(n_detections=n_detections, seed=seed,
                               chunk_detections=chunk_detections, match_fraction=match_fraction,

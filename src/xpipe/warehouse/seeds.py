@@ -30,3 +30,14 @@ def aggregated_classes() -> dict[str, str]:
 def feature_names() -> tuple[str, ...]:
     rows = sorted(_seed_rows("features"), key=lambda r: int(r["position"]))
     return tuple(r["feature"] for r in rows)
+
+
+@cache
+def class_otypes() -> dict[str, str]:
+    """Today's SIMBAD otype code of each class: its first `reference` spelling in the seed,
+    which lists the current codes before the pre-2022 long names."""
+    first: dict[str, str] = {}
+    for r in _seed_rows("otype_classes"):
+        if r["kind"] == "reference":
+            first.setdefault(r["class"], r["otype"])
+    return {c: first[c] for c in class_names()}
