@@ -16,6 +16,7 @@ import duckdb
 from xpipe.core.config import Settings
 from xpipe.core.errors import WarehouseError
 from xpipe.warehouse.contracts import load_schema
+from xpipe.warehouse.migrations import check_readable, migrate
 
 SCHEMAS = ("raw", "model", "results", "meta")
 META_TABLES = ("meta.runs",)
@@ -38,11 +39,18 @@ def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConne
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
         raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
-    if not read_only:
-        temp = settings.resolved_temp_directory()
-        temp.mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET temp_directory = '{_sql_str(str(temp))}'")
-        ensure_layout(con)
+    try:
+        if read_only:
+            check_readable(con, path)
+        else:
+            temp = settings.resolved_temp_directory()
+            temp.mkdir(parents=True, exist_ok=True)
+            con.execute(f"SET temp_directory = '{_sql_str(str(temp))}'")
+            migrate(con, path)  # before ensure_layout: an empty file is a new warehouse
+            ensure_layout(con)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

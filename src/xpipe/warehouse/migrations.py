@@ -1,0 +1,83 @@
+"""Warehouse layout versions, so a warehouse made by an older xpipe keeps working.
+
+Each migration takes a warehouse from version v to v + 1 and says what it changed; they run in
+order, in one transaction, when a warehouse is opened for writing, and every step is recorded in
+meta.schema_version. Version 1 is a warehouse from before versions were recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+from xpipe import __version__
+from xpipe.core.errors import WarehouseError
+from xpipe.warehouse.contracts import load_schema
+
+VERSION_TABLE = "meta.schema_version"
+UNVERSIONED = 1  # warehouses written before meta.schema_version existed
+
+
+def _nothing_to_change(con: duckdb.DuckDBPyConnection) -> str:
+    return "layout unchanged: tables as written before versions were recorded"
+
+
+# version v → the step to v + 1 (it returns a note saying what it changed)
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], str]] = {
+    1: _nothing_to_change,
+}
+CURRENT = UNVERSIONED + len(MIGRATIONS)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND "
+                            "table_name = ?", [schema, table]).fetchall()[0][0])
+
+
+def stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The warehouse's layout version; None for a new, empty warehouse."""
+    if _has_table(con, "meta", "schema_version"):
+        return int(con.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()[0][0])
+    holds_data = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name IN "
+                             "('raw', 'model', 'results', 'meta')").fetchall()[0][0]
+    return UNVERSIONED if holds_data else None
+
+
+def check_readable(con: duckdb.DuckDBPyConnection, path: object) -> None:
+    """Refuse a warehouse written by a newer xpipe (its layout may mean something else)."""
+    version = stored_version(con)
+    if version is not None and version > CURRENT:
+        raise WarehouseError(f"warehouse {path} has layout version {version}; this xpipe "
+                             f"({__version__}) reads up to version {CURRENT}: upgrade xpipe")
+
+
+def _record(con: duckdb.DuckDBPyConnection, version: int, note: str) -> None:
+    con.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?, now(), ?, ?)",
+                [version, __version__, note])
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: object) -> list[int]:
+    """Bring a writable warehouse to CURRENT; returns the versions it passed through."""
+    check_readable(con, path)
+    version = stored_version(con)
+    if version == CURRENT:
+        return []
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if not _has_table(con, "meta", "schema_version"):
+            con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+            con.execute(load_schema(VERSION_TABLE).ddl())
+        if version is None:  # a new warehouse starts at the current layout
+            _record(con, CURRENT, "new warehouse")
+            con.execute("COMMIT")
+            return [CURRENT]
+        passed = []
+        for step in range(version, CURRENT):
+            _record(con, step + 1, MIGRATIONS[step](con))
+            passed.append(step + 1)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return passed
