@@ -1,1 +1,1 @@
-"""."""
+"""The `xpipe` command line: thin commands over the layers below."""
