@@ -20,7 +20,7 @@ DACHS_URL  := http://127.0.0.1:8086/tap
 DACHS_SIM  ?= warehouse/dachs/sim
 DACHS_SCHEMAS ?= csc2 csc21
 
-.PHONY: install warehouse classify demo test lint clean bench bench-kernel bench-pipeline dachs-serve dachs-stop test-services
+.PHONY: install warehouse classify demo test lint docs clean bench bench-kernel bench-pipeline dachs-serve dachs-stop test-services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+
+## docs/tables.md: every table's columns, types and meaning, generated from the contracts
+## (schemas/*.yaml and the sidecars in sql/); a test fails when the committed page is stale
+docs: $(STAMP)
+	$(PY) scripts/table_docs.py
 
 ## benchmarks: JSON per benchmark under bench/results/, plus bench/results/SUMMARY.md. The 10^8
 ## size takes about half an hour and 50 GB of disk (checked before it starts); BENCH_SIM_CACHE=DIR

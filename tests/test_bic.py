@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from xpipe.science.bic import BicParams, elbow_k, knee_k
 from xpipe.science.figures import bic_figure, png_bytes
 from xpipe.warehouse.connection import connect_memory
+from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.seeds import feature_names
 from xpipe.warehouse.sql_models import run_models
 
@@ -41,7 +42,8 @@ def test_elbow_rules() -> None:
 def _curve_from_sql(scores: pl.DataFrame) -> pl.DataFrame:
     con = connect_memory()
     con.register("s", scores.to_arrow())
-    con.execute("CREATE TABLE results.bic_scores AS SELECT * FROM s")
+    create_table(con, "results.bic_scores")  # the contract's types, as `xpipe bic` writes them
+    con.execute("INSERT INTO results.bic_scores BY NAME SELECT * FROM s")
     run_models(con, names=["results.bic_curve"])
     return con.sql("SELECT * FROM results.bic_curve ORDER BY k").pl()
 

@@ -6,8 +6,8 @@ import duckdb
 import pytest
 
 from xpipe.warehouse.sql_models import (
-    Model,
     ModelCheckError,
+    SqlModel,
     dependencies,
     discover_models,
     execution_order,
@@ -40,9 +40,9 @@ def test_dependency_order() -> None:
         "model.detection_features", "model.preprocessing_params"}
 
 
-def _model(**checks) -> Model:
-    return Model(name="results.t", layer="votes", description="", grain="one row per thing",
-                 materialized="python", sql_path=None, checks=checks)
+def _model(**checks) -> SqlModel:
+    return SqlModel(name="results.t", layer="votes", description="", grain="one row per thing",
+                    materialized="python", sql_path=None, checks=checks)
 
 
 @pytest.fixture

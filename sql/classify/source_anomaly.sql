@@ -33,8 +33,7 @@ final AS (
         r.anomaly_p,
         r.log_likelihood,
         f.flux_significance_b,
-        f.hard_hm, f.hard_hs, f.hard_ms, f.powlaw_gamma, f.bb_kt, f.var_prob_b, f.var_ratio_b,
-        f.var_prob_h, f.var_ratio_h, f.var_prob_s, f.var_ratio_s, f.var_newq_b
+        {{ features | columns('f') }}
     FROM ranked AS r
     JOIN model.detection_features AS f USING (det_id)
     WHERE r.rank_in_source = 1

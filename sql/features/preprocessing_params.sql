@@ -1,13 +1,13 @@
 -- Scaling parameters of METHOD §3, fitted on the cleaned set and kept so that new detections
--- can be scaled identically later.
+-- can be scaled identically later. The features and their transforms are the seed's
+-- (sql/seeds/features.csv, model.features).
 WITH clean AS (
     SELECT * FROM model.detection_features WHERE is_clean
 ),
 
 long AS (
     UNPIVOT clean
-    ON hard_hm, hard_hs, hard_ms, powlaw_gamma, bb_kt, var_prob_b, var_ratio_b,
-       var_prob_h, var_ratio_h, var_prob_s, var_ratio_s, var_newq_b
+    ON {{ features | columns }}
     INTO NAME feature VALUE value
 ),
 

@@ -1,17 +1,14 @@
--- The ten classes mapped onto the three levels of the validation (fine, aggregated, group).
+-- The ten classes mapped onto the three levels of the validation (fine, aggregated, group);
+-- the groups of the aggregated classes are the seed model.class_groups.
 WITH classes AS (
     SELECT
-        class,
-        class_order,
-        agg_class,
-        min(class_order) OVER (PARTITION BY agg_class) AS agg_order,
-        CASE agg_class
-            WHEN 'AGN' THEN 'large accretors'
-            WHEN 'Seyfert' THEN 'large accretors'
-            WHEN 'XB' THEN 'small accretors'
-            WHEN 'YSO' THEN 'young stars'
-        END AS group_label
-    FROM model.classes
+        c.class,
+        c.class_order,
+        c.agg_class,
+        min(c.class_order) OVER (PARTITION BY c.agg_class) AS agg_order,
+        g.group_label
+    FROM model.classes AS c
+    LEFT JOIN model.class_groups AS g USING (agg_class)
 ),
 
 final AS (

@@ -1,5 +1,6 @@
 -- The published `uniquely_classified.csv` layout: votes, "mean±std" per class, position,
--- and the 12 raw features of the source's first detection.
+-- and the 12 raw features of the source's first detection. Classes and features come from
+-- the seeds (sql/seeds/), rendered by the runner (Jinja).
 WITH sources AS (
     SELECT * FROM results.source_class WHERE is_unique
 ),
@@ -9,8 +10,7 @@ probabilities AS (
         SELECT name, class, model.mean_pm_std(mean_probability, std_probability) AS mean_std
         FROM results.source_class_probs
     )
-    ON class IN ('QSO', 'AGN', 'Seyfert_1', 'Seyfert_2', 'HMXB', 'LMXB', 'XB', 'YSO', 'TTau*',
-                 'Orion_V*')
+    ON class IN ({{ classes | map('sql_string') | join(', ') }})
     USING first(mean_std)
     GROUP BY name
 ),
@@ -21,12 +21,10 @@ final AS (
         s.agg_master_class,
         s.master_class,
         s.detection_count,
-        p.QSO, p.AGN, p.Seyfert_1, p.Seyfert_2, p.HMXB, p.LMXB, p.XB, p.YSO, p."TTau*",
-        p."Orion_V*",
+        {{ classes | columns('p') }},
         s.ra,
         s.dec,
-        f.hard_hm, f.hard_hs, f.hard_ms, f.powlaw_gamma, f.bb_kt, f.var_prob_b, f.var_ratio_b,
-        f.var_prob_h, f.var_ratio_h, f.var_prob_s, f.var_ratio_s, f.var_newq_b
+        {{ features | columns('f') }}
     FROM sources AS s
     JOIN probabilities AS p USING (name)
     LEFT JOIN model.detection_features AS f ON f.det_id = s.first_det_id

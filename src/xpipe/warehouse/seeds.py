@@ -1,35 +1,93 @@
-"""The class list and feature order, read from the seeds the SQL models use (one source of
-truth)."""
+"""The classes, aggregated classes, their groups and the features, read from the seeds in
+`sql/seeds/` (the one source of truth: the SQL templates, the table contracts and the Python
+steps all read them from here)."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from functools import cache
 
 from xpipe.core.resources import sql_dir
 
+Row = dict[str, str]
 
-def _seed_rows(name: str) -> list[dict[str, str]]:
+
+@cache
+def seed_rows(name: str) -> tuple[Row, ...]:
+    """The rows of `sql/seeds/<name>.csv`, in file order, every value as text."""
     with (sql_dir() / "seeds" / f"{name}.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
+        return tuple(csv.DictReader(handle))
+
+
+def _class_rows() -> tuple[Row, ...]:
+    return tuple(sorted(seed_rows("classes"), key=lambda r: int(r["class_order"])))
+
+
+def _agg_class_rows() -> tuple[Row, ...]:
+    first: dict[str, Row] = {}
+    for row in _class_rows():
+        first.setdefault(row["agg_class"], {"agg_class": row["agg_class"]})
+    return tuple(first.values())
+
+
+def _feature_rows() -> tuple[Row, ...]:
+    return tuple(sorted(seed_rows("features"), key=lambda r: int(r["position"])))
+
+
+# What a `{template: NAME}` in a contract or check expands over: one row per column, in order.
+TEMPLATES: dict[str, tuple[str, Callable[[], tuple[Row, ...]]]] = {
+    "classes": ("class", _class_rows),
+    "agg_classes": ("agg_class", _agg_class_rows),
+    "class_groups": ("agg_class", lambda: seed_rows("class_groups")),
+    "features": ("feature", _feature_rows),
+}
+
+
+def _template(template: str) -> tuple[str, Callable[[], tuple[Row, ...]]]:
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; expected one of {', '.join(TEMPLATES)}")
+    return TEMPLATES[template]
+
+
+def template_rows(template: str) -> tuple[Row, ...]:
+    """The seed rows a template expands over (e.g. the ten classes in published order)."""
+    return _template(template)[1]()
+
+
+def template_key(template: str) -> str:
+    """The seed column naming each row (the default column name)."""
+    return _template(template)[0]
 
 
 @cache
 def class_names() -> tuple[str, ...]:
     """The ten classes in published column order (ties in argmax go to the earlier class)."""
-    rows = sorted(_seed_rows("classes"), key=lambda r: int(r["class_order"]))
-    return tuple(r["class"] for r in rows)
+    return tuple(r["class"] for r in _class_rows())
 
 
 @cache
 def aggregated_classes() -> dict[str, str]:
-    return {r["class"]: r["agg_class"] for r in _seed_rows("classes")}
+    """Class → aggregated class (AGN, Seyfert, XB, YSO)."""
+    return {r["class"]: r["agg_class"] for r in _class_rows()}
+
+
+@cache
+def aggregated_class_names() -> tuple[str, ...]:
+    """The aggregated classes in the order of their first class."""
+    return tuple(r["agg_class"] for r in _agg_class_rows())
 
 
 @cache
 def feature_names() -> tuple[str, ...]:
-    rows = sorted(_seed_rows("features"), key=lambda r: int(r["position"]))
-    return tuple(r["feature"] for r in rows)
+    """The 12 clustering features in model column order."""
+    return tuple(r["feature"] for r in _feature_rows())
+
+
+@cache
+def feature_transforms() -> dict[str, str]:
+    """Feature → its preprocessing: none, minmax or log_minmax (METHOD §3)."""
+    return {r["feature"]: r["transform"] for r in _feature_rows()}
 
 
 @cache
@@ -37,7 +95,7 @@ def class_otypes() -> dict[str, str]:
     """Today's SIMBAD otype code of each class: its first `reference` spelling in the seed,
     which lists the current codes before the pre-2022 long names."""
     first: dict[str, str] = {}
-    for r in _seed_rows("otype_classes"):
+    for r in seed_rows("otype_classes"):
         if r["kind"] == "reference":
             first.setdefault(r["class"], r["otype"])
     return {c: first[c] for c in class_names()}

@@ -1,9 +1,12 @@
-"""Run the SQL models in `sql/` in dependency order and enforce their data checks.
+"""Run the SQL models in `sql/` in dependency order and enforce their contracts and checks.
 
 Each model is `sql/<layer>/<table>.sql` (a SELECT written as named CTEs) with a sidecar
 `<table>.yml` giving the table it creates, its grain, how it is materialised (table, view, seed,
-or python for tables written by the Python steps) and the checks run after it is built. A model
-depends on the models whose tables its SQL names. Parameters reach the SQL as DuckDB variables
+or python for tables written by the Python steps), its columns (the table's contract, see
+xpipe.warehouse.contracts) and the checks run after it is built. The SQL is a Jinja template
+rendered with the seeds (`{{ classes }}`, `{{ agg_classes }}`, `{{ features }}`,
+`{{ transforms }}`), so no model lists a class or a feature by hand. A model depends on the
+models whose tables its SQL names. Parameters reach the SQL as DuckDB variables
 (`getvariable('name')`).
 """
 
@@ -11,20 +14,32 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
 
 import duckdb
-import yaml
+import jinja2
 
 from xpipe.core.resources import sql_dir
-from xpipe.warehouse.connection import drop_relation, first_row, scalar, sql_literal
-
-LAYERS = ("seeds", "staging", "features", "labels", "classify", "votes", "validation")
+from xpipe.warehouse.connection import drop_relation, first_row, sql_literal
+from xpipe.warehouse.contracts import (
+    Column,
+    Sidecar,
+    check_columns,
+    expand_names,
+    quote_ident,
+    sidecar_contract,
+    sidecars,
+)
+from xpipe.warehouse.seeds import (
+    aggregated_class_names,
+    class_names,
+    feature_names,
+    feature_transforms,
+)
 
 
 class ModelCheckError(RuntimeError):
@@ -32,7 +47,9 @@ class ModelCheckError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Model:
+class SqlModel:
+    """One table of the warehouse as the runner sees it: its sidecar, SQL and seed file."""
+
     name: str  # schema.table
     layer: str
     description: str
@@ -41,51 +58,81 @@ class Model:
     sql_path: Path | None
     checks: dict = field(default_factory=dict, hash=False, compare=False)
     seed_path: Path | None = None
-    seed_columns: dict | None = field(default=None, hash=False, compare=False)
+    columns: tuple[Column, ...] = field(default=(), hash=False, compare=False)
+    origin: str = ""  # the sidecar, e.g. sql/votes/source_class.yml
 
     @property
-    def sql(self) -> str:
+    def source(self) -> str:
+        """The SQL file as written (a Jinja template)."""
         if self.sql_path is None:
             raise ValueError(f"model {self.name} has no SQL file")
         return self.sql_path.read_text()
 
+    @property
+    def sql(self) -> str:
+        """The SQL the runner executes: the template rendered with the seeds."""
+        return render_sql(self.source)
 
-def _load_model(sidecar: Path, layer: str) -> Model:
-    spec = yaml.safe_load(sidecar.read_text())
+
+def sql_ident(name: str) -> str:
+    """A column name as SQL: bare when it is a plain identifier, else double-quoted."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else quote_ident(name)
+
+
+def column_list(names: Iterable[str], alias: str = "") -> str:
+    """`a.x, a.y, a."TTau*"`: the Jinja filter `columns`."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + sql_ident(n) for n in names)
+
+
+@cache
+def _jinja() -> jinja2.Environment:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(sql_string=sql_literal, ident=sql_ident, columns=column_list)
+    env.globals.update(classes=class_names(), agg_classes=aggregated_class_names(),
+                       features=feature_names(), transforms=feature_transforms())
+    return env
+
+
+@cache
+def render_sql(text: str) -> str:
+    """Render a model's SQL template with the seeds in context (what dbt does with its
+    seeds): the class and feature lists are generated, never written twice."""
+    return _jinja().from_string(text).render()
+
+
+def _load_model(sidecar: Sidecar) -> SqlModel:
+    spec = sidecar.spec
     materialized = spec.get("materialized", "table")
-    sql_path = sidecar.with_suffix(".sql")
-    seed_path = sidecar.with_suffix(".csv") if materialized == "seed" else None
+    sql_path = sidecar.path.with_suffix(".sql")
+    seed_path = sidecar.path.with_suffix(".csv") if materialized == "seed" else None
     if materialized in {"table", "view"} and not sql_path.exists():
-        raise FileNotFoundError(f"{sidecar}: materialized as {materialized} but {sql_path} missing")
+        raise FileNotFoundError(f"{sidecar.path}: materialized as {materialized} but "
+                                f"{sql_path} missing")
     if seed_path is not None and not seed_path.exists():
-        raise FileNotFoundError(f"{sidecar}: seed file {seed_path} missing")
-    return Model(
-        name=spec["name"],
-        layer=layer,
-        description=" ".join(str(spec.get("description", "")).split()),
-        grain=spec.get("grain", ""),
+        raise FileNotFoundError(f"{sidecar.path}: seed file {seed_path} missing")
+    contract = sidecar_contract(spec, sidecar.layer, sidecar.origin)
+    return SqlModel(
+        name=contract.table,
+        layer=sidecar.layer,
+        description=contract.description,
+        grain=contract.grain,
         materialized=materialized,
         sql_path=sql_path if sql_path.exists() else None,
-        checks=spec.get("checks", {}) or {},
+        checks=expand_names(spec.get("checks", {}) or {}),
         seed_path=seed_path,
-        seed_columns=spec.get("columns"),
+        columns=contract.columns,
+        origin=sidecar.origin,
     )
 
 
 @cache
-def discover_models(root: Path | None = None) -> dict[str, Model]:
-    root = root or sql_dir()
-    models: dict[str, Model] = {}
-    for layer in LAYERS:
-        for sidecar in sorted((root / layer).glob("*.yml")):
-            model = _load_model(sidecar, layer)
-            if model.name in models:
-                raise ValueError(f"model {model.name} defined twice ({sidecar})")
-            models[model.name] = model
-    return models
+def discover_models(root: Path | None = None) -> dict[str, SqlModel]:
+    return {name: _load_model(sidecar) for name, sidecar in sidecars(root).items()}
 
 
-def dependencies(model: Model, models: dict[str, Model]) -> set[str]:
+def dependencies(model: SqlModel, models: dict[str, SqlModel]) -> set[str]:
     if model.sql_path is None:
         return set()
     text = re.sub(r"--[^\n]*", "", model.sql)
@@ -93,7 +140,7 @@ def dependencies(model: Model, models: dict[str, Model]) -> set[str]:
             and re.search(rf"\b{re.escape(name)}\b", text)}
 
 
-def execution_order(models: dict[str, Model], selected: Iterable[str]) -> list[Model]:
+def execution_order(models: dict[str, SqlModel], selected: Iterable[str]) -> list[SqlModel]:
     selected = set(selected)
     graph = {name: dependencies(models[name], models) & selected for name in selected}
     return [models[name] for name in TopologicalSorter(graph).static_order()]
@@ -115,58 +162,73 @@ def load_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute((sql_dir() / "macros.sql").read_text())
 
 
-def build(con: duckdb.DuckDBPyConnection, model: Model) -> None:
-    """Materialise one model (seeds, SQL tables and views; python models are written elsewhere)."""
+def build(con: duckdb.DuckDBPyConnection, model: SqlModel) -> None:
+    """Materialise one model (seeds, SQL tables and views; python models are written elsewhere)
+    and verify its columns and types against its contract."""
+    if model.materialized == "python":
+        return
+    if not model.columns:
+        raise ModelCheckError(f"model {model.name} ({model.origin}) declares no columns")
     if model.materialized == "seed":
-        pairs = (model.seed_columns or {}).items()
-        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in pairs) + "}"
+        columns = "{" + ", ".join(f"'{c.name}': '{c.type}'" for c in model.columns) + "}"
         con.execute(f"CREATE OR REPLACE TABLE {model.name} AS SELECT * FROM read_csv("
-                    f"{sql_literal(model.seed_path)}, header = true, columns = {columns}, "
+                    f"{sql_literal(model.seed_path or '')}, header = true, columns = {columns}, "
                     f"quote = '\"', escape = '\"', auto_detect = false)")
-    elif model.materialized == "table":
+    elif model.materialized in {"table", "view"}:
         drop_relation(con, model.name)
-        con.execute(f"CREATE TABLE {model.name} AS\n{model.sql}")
-    elif model.materialized == "view":
-        drop_relation(con, model.name)
-        con.execute(f"CREATE VIEW {model.name} AS\n{model.sql}")
-    elif model.materialized != "python":
+        con.execute(f"CREATE {model.materialized.upper()} {model.name} AS\n{model.sql}")
+    else:
         raise ValueError(f"model {model.name}: unknown materialization {model.materialized!r}")
+    check_columns(con, model.name, model.columns, model.origin)
 
 
-def _quote(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
-
-
-def row_conditions(model: Model) -> list[tuple[str, str]]:
-    """(description, SQL condition true on a violating row) for every row-level check."""
-    checks, out = model.checks, []
-    for col in checks.get("not_null", []):
-        out.append((f"{col} not null", f"{_quote(col)} IS NULL"))
-    for rng in checks.get("accepted_range", []):
-        where = rng.get("where", "TRUE")
-        for col in rng["columns"]:
-            conds = []
-            if "min" in rng:
-                conds.append(f"{_quote(col)} < {rng['min']}")
-            if "max" in rng:
-                conds.append(f"{_quote(col)} > {rng['max']}")
-            out.append((f"{col} in [{rng.get('min', '-inf')}, {rng.get('max', 'inf')}]",
-                        f"({where}) AND ({' OR '.join(conds)})"))
-    for acc in checks.get("accepted_values", []):
-        values = ", ".join(sql_literal(v) for v in acc["values"])
-        out.append((f"{acc['column']} in {acc['values']}",
-                    f"{_quote(acc['column'])} NOT IN ({values})"))
-    for total in checks.get("sum_to_one", []):
-        cols = " + ".join(_quote(c) for c in total["columns"])
-        out.append((f"{total['name']} sum to 1 within {total['tolerance']}",
-                    f"({total.get('where', 'TRUE')}) AND abs(({cols}) - 1) > "
-                    f"{total['tolerance']}"))
-    for expr in checks.get("expression", []):
-        out.append((expr["name"], f"NOT coalesce(({expr['condition']}), FALSE)"))
+def _range_conditions(rng: dict) -> list[tuple[str, str]]:
+    out = []
+    for col in rng["columns"]:
+        conds = []
+        if "min" in rng:
+            conds.append(f"{quote_ident(col)} < {rng['min']}")
+        if "max" in rng:
+            conds.append(f"{quote_ident(col)} > {rng['max']}")
+        out.append((f"{col} in [{rng.get('min', '-inf')}, {rng.get('max', 'inf')}]",
+                    f"({rng.get('where', 'TRUE')}) AND ({' OR '.join(conds)})"))
     return out
 
 
-def check_queries(model: Model) -> list[tuple[list[str], str]]:
+def argmax_condition(label: str, columns: list[str]) -> str:
+    """SQL true when `label` is NULL or names the column holding the row's largest value
+    (the last column stands for any other label, as a CASE's ELSE)."""
+    quoted = [quote_ident(c) for c in columns]
+    whens = " ".join(f"WHEN {sql_literal(c)} THEN {q}"
+                     for c, q in zip(columns[:-1], quoted[:-1], strict=True))
+    return (f"{quote_ident(label)} IS NULL OR greatest({', '.join(quoted)}) = "
+            f"CASE {quote_ident(label)} {whens} ELSE {quoted[-1]} END")
+
+
+def row_conditions(model: SqlModel) -> list[tuple[str, str]]:
+    """(description, SQL condition true on a violating row) for every row-level check."""
+    checks, out = model.checks, []
+    for col in checks.get("not_null", []):
+        out.append((f"{col} not null", f"{quote_ident(col)} IS NULL"))
+    for rng in checks.get("accepted_range", []):
+        out += _range_conditions(rng)
+    for acc in checks.get("accepted_values", []):
+        values = ", ".join(sql_literal(v) for v in acc["values"])
+        out.append((f"{acc['column']} in {acc['values']}",
+                    f"{quote_ident(acc['column'])} NOT IN ({values})"))
+    for total in checks.get("sum_to_one", []):
+        cols = " + ".join(quote_ident(c) for c in total["columns"])
+        out.append((f"{total['name']} sum to 1 within {total['tolerance']}",
+                    f"({total.get('where', 'TRUE')}) AND abs(({cols}) - 1) > "
+                    f"{total['tolerance']}"))
+    expressions = [(e["name"], e["condition"]) for e in checks.get("expression", [])]
+    expressions += [(a["name"], argmax_condition(a["label"], a["columns"]))
+                    for a in checks.get("argmax", [])]
+    out += [(name, f"NOT coalesce(({cond}), FALSE)") for name, cond in expressions]
+    return out
+
+
+def check_queries(model: SqlModel) -> list[tuple[list[str], str]]:
     """(descriptions, SQL) pairs: the row-level checks share one scan returning one count per
     check; each unique key needs its own grouping."""
     t, out = model.name, []
@@ -176,14 +238,14 @@ def check_queries(model: Model) -> list[tuple[list[str], str]]:
         out.append(([d for d, _ in conditions], f"SELECT {counts} FROM {t}"))
     for col in model.checks.get("unique", []):
         cols = col if isinstance(col, list) else [col]
-        key = ", ".join(_quote(c) for c in cols)
+        key = ", ".join(quote_ident(c) for c in cols)
         out.append(([f"{'+'.join(cols)} unique"],
                     f"SELECT count(*) FROM (SELECT {key} FROM {t} GROUP BY ALL "
                     f"HAVING count(*) > 1)"))
     return out
 
 
-def run_checks(con: duckdb.DuckDBPyConnection, model: Model) -> None:
+def run_checks(con: duckdb.DuckDBPyConnection, model: SqlModel) -> None:
     failures = []
     for descriptions, query in check_queries(model):
         counts = first_row(con, query) or ()
@@ -195,25 +257,24 @@ def run_checks(con: duckdb.DuckDBPyConnection, model: Model) -> None:
 
 
 def run_models(con: duckdb.DuckDBPyConnection, layers: Iterable[str] = (),
-               names: Iterable[str] = (), exclude: Iterable[str] = (),
-               on_done: Callable[[Model, float, int], None] | None = None) -> None:
-    """Build and check every non-python model of `layers` (or the models named), dependencies
-    first."""
+               names: Iterable[str] = (), exclude: Iterable[str] = ()) -> None:
+    """Build, verify and check every non-python model of `layers` (or the models named),
+    dependencies first. The seeds a chosen model reads are (re)loaded with it, so a warehouse
+    built before a seed was added still runs the models that read it."""
     models = discover_models()
     layers, names, exclude = set(layers), set(names), set(exclude)
     chosen = [m.name for m in models.values()
               if (m.layer in layers or m.name in names) and m.materialized != "python"
               and m.name not in exclude]
+    seeds = {dep for name in chosen for dep in dependencies(models[name], models)
+             if models[dep].materialized == "seed"}
+    chosen += [name for name in models if name in seeds and name not in chosen]
     for model in execution_order(models, chosen):
-        start = time.perf_counter()
         try:
             build(con, model)
         except duckdb.Error as exc:
             raise ModelCheckError(f"model {model.name} ({model.sql_path}) failed: {exc}") from exc
         run_checks(con, model)
-        if on_done is not None:
-            rows = scalar(con, f"SELECT count(*) FROM {model.name}")
-            on_done(model, time.perf_counter() - start, rows)
 
 
 def describe_models() -> str:
