@@ -61,11 +61,8 @@ class Classifier:
     @classmethod
     def load(cls, warehouse: str | Path, version: str | None = None) -> Classifier:
         """A version stored in a warehouse (id, unique prefix, or None for the latest)."""
-        con = connect(Settings(warehouse=Path(warehouse)), read_only=True)
-        try:
+        with connect(Settings(warehouse=Path(warehouse)), read_only=True) as con:
             return cls(store.load(con, version))
-        finally:
-            con.close()
 
     @classmethod
     def from_file(cls, path: str | Path) -> Classifier:

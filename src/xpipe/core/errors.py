@@ -25,7 +25,13 @@ class ServiceError(XpipeError):
 
 
 class ModelFileError(XpipeError, ValueError):
-    """A model file is not a valid, unaltered xpipe model."""
+    """A model file is not a valid, unaltered xpipe model, or a model was made for other
+    features or classes than this xpipe computes."""
+
+
+class TooFewRowsError(XpipeError, ValueError):
+    """Too few rows for what was asked (cleaned detections for K components, references to
+    hold out); the message gives the counts."""
 
 
 class UserQueryError(XpipeError, ValueError):

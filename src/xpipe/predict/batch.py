@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from xpipe.core.config import Settings
-from xpipe.core.errors import ModelCheckError
+from xpipe.core.errors import ModelCheckError, TooFewRowsError
 from xpipe.method.kernel import MahalanobisSoftmin
 from xpipe.method.mixture import MixtureParams, NotConvergedError, assign_clusters, fit_mixture
 from xpipe.models import frozen, store
@@ -67,7 +67,7 @@ def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyPar
     selected, clean = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_clean) "
                                      "FROM model.detection_features")
     if clean < max(params.n_components, 2):
-        raise RuntimeError(
+        raise TooFewRowsError(
             f"only {clean} cleaned detections ({selected} of {total} pass the selection "
             f"flux_significance_b > {params.min_flux_significance_b}, spectral fits required: "
             f"{params.require_spectral_fits}; cleaning drops those missing any of the 12 "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 
+from xpipe.core.errors import InputError
 from xpipe.warehouse.connection import require_tables, sql_literal
 from xpipe.warehouse.seeds import class_names
 
@@ -45,7 +46,7 @@ def _copy_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: Pa
 def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "csv"
                    ) -> dict[str, Path]:
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise InputError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     require_tables(con, ["results.detection_class", "results.uniquely_classified",
                          "results.ambiguous_classification"],
                    "run `xpipe classify` first")

@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from xpipe.core.config import Settings
+from xpipe.core.errors import ModelFileError
 from xpipe.core.progress import progress_bar
 from xpipe.ingest.files import (
     append_input,
@@ -89,9 +90,9 @@ def output_columns() -> dict[str, str]:
 def check_compatible(model: FrozenModel) -> None:
     """The SQL models name the classes and features: the version must use the same ones."""
     if model.features != feature_names() or model.classes != class_names():
-        raise ValueError(f"model {model.version} uses features {list(model.features)} and "
-                         f"classes {list(model.classes)}; this xpipe's SQL models compute "
-                         f"{list(feature_names())} and {list(class_names())}")
+        raise ModelFileError(f"model {model.version} uses features {list(model.features)} and "
+                             f"classes {list(model.classes)}; this xpipe's SQL models compute "
+                             f"{list(feature_names())} and {list(class_names())}")
 
 
 ARROW_TYPES = {"DOUBLE": pa.float64(), "VARCHAR": pa.string(), "INTEGER": pa.int32(),

@@ -18,6 +18,7 @@ import polars as pl
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
+from xpipe.core.errors import InputError, TooFewRowsError
 from xpipe.core.progress import progress_bar
 from xpipe.method.mixture import fit_gaussian_mixture
 from xpipe.science.common import (
@@ -46,9 +47,9 @@ class BicParams:
 
     def __post_init__(self) -> None:
         if not 1 <= self.kmin <= self.kmax:
-            raise ValueError(f"need 1 <= kmin <= kmax, got kmin={self.kmin}, kmax={self.kmax}")
+            raise InputError(f"need 1 <= kmin <= kmax, got kmin={self.kmin}, kmax={self.kmax}")
         if self.n_seeds < 1:
-            raise ValueError(f"need at least one seed, got {self.n_seeds}")
+            raise InputError(f"need at least one seed, got {self.n_seeds}")
 
     def tasks(self) -> list[tuple[int, int]]:
         """(K, seed) pairs, largest K first so the slow fits do not end up last on one core."""
@@ -111,7 +112,8 @@ def run_bic(con: duckdb.DuckDBPyConnection, params: BicParams) -> BicResult:
         with run.stage("read_sample"):
             x = fit_sample(con, stored)
         if len(x) <= params.kmax:
-            raise ValueError(f"{len(x)} cleaned detections: too few for K up to {params.kmax}")
+            raise TooFewRowsError(f"{len(x)} cleaned detections: too few for K up to "
+                                  f"{params.kmax}")
         tasks = params.tasks()
         with run.stage("fit"), progress_bar("BIC fits", total=len(tasks), unit="fits") as bar:
             def advance(_row: dict[str, object]) -> None:

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
+from xpipe.core.errors import InputError
 from xpipe.core.progress import progress_bar
 from xpipe.method.mixture import (
     MixtureParams,
@@ -176,7 +177,7 @@ def run_stability(con: duckdb.DuckDBPyConnection, params: StabilityParams, chunk
     classify_run = classify_run_id(con)
     alts = alternatives(stored, params)
     if not alts:
-        raise ValueError("no alternative clustering to compare: give other --seeds or --k")
+        raise InputError("no alternative clustering to compare: give other --seeds or --k")
     with recorded_run(con, "stability", {**asdict(params), "classify_run_id": classify_run}
                       ) as run:
         reference_clusters = stored_clusters(con)

@@ -20,6 +20,7 @@ import polars as pl
 from numpy.typing import NDArray
 from sklearn.model_selection import train_test_split
 
+from xpipe.core.errors import InputError, TooFewRowsError
 from xpipe.predict.scoring import cleaned_rows, fit_reference_stats, score_chunk
 from xpipe.science.common import (
     classify_params,
@@ -42,7 +43,7 @@ class ValidateParams:
 
     def __post_init__(self) -> None:
         if not 0 < self.test_size < 1:
-            raise ValueError(f"--test-size must be between 0 and 1, got {self.test_size}")
+            raise InputError(f"--test-size must be between 0 and 1, got {self.test_size}")
 
 
 def stratified_split(labels: NDArray[np.str_], test_size: float, seed: int) -> NDArray[np.bool_]:
@@ -55,7 +56,7 @@ def stratified_split(labels: NDArray[np.str_], test_size: float, seed: int) -> N
     splittable = np.flatnonzero(np.isin(labels, values[counts >= 2]))
     held_out = np.zeros(len(labels), dtype=bool)
     if len(splittable) < 2:
-        raise ValueError(f"{len(labels)} references: too few to hold any out")
+        raise TooFewRowsError(f"{len(labels)} references: too few to hold any out")
     _, test_rows = train_test_split(splittable, test_size=test_size, random_state=seed,
                                     stratify=labels[splittable])
     held_out[test_rows] = True
@@ -103,8 +104,8 @@ def run_validation(con: duckdb.DuckDBPyConnection, params: ValidateParams, chunk
         with run.stage("split_and_classify"):
             references = read_references(con, chunk_rows)
             if references.is_empty():
-                raise ValueError("the stored classification has no reference detections "
-                                 "(no SIMBAD match of the ten classes): nothing to validate")
+                raise TooFewRowsError("the stored classification has no reference detections "
+                                      "(no SIMBAD match of the ten classes): nothing to validate")
             held_out = stratified_split(references["label_class"].to_numpy(), params.test_size,
                                         params.seed)
             n_clusters = int(scalar(con, "SELECT count(*) FROM model.gmm_components"))
