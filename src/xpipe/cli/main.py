@@ -52,12 +52,9 @@ def resource_error(exc: BaseException, settings: Settings) -> ResourceError | No
 def other_packages_errors() -> tuple[type[Exception], ...]:
     """User errors with their own classes in other packages, one line until they are
     rebased onto XpipeError (imported only when something failed)."""
-    from xpipe.science.explain import SourceNotClassifiedError
     from xpipe.services.tap import ServiceError
-    from xpipe.warehouse.contracts import SchemaError
-    from xpipe.warehouse.sql_models import ModelCheckError
 
-    return (SchemaError, ModelCheckError, ServiceError, SourceNotClassifiedError)
+    return (ServiceError,)
 
 
 class XpipeGroup(click.Group):

@@ -20,25 +20,13 @@ from xpipe.core.errors import WarehouseError
 from xpipe.method.mixture import MixtureParams
 from xpipe.models.frozen import FeatureScaling, FrozenModel
 from xpipe.warehouse.connection import first_row, insert_frame, only_row, table_exists
-from xpipe.warehouse.sql_models import discover_models, run_checks
+from xpipe.warehouse.contracts import create_table
+from xpipe.warehouse.sql_models import check_written
 
 F64 = NDArray[np.float64]
 
 VERSION_TABLES = ("model.versions", "model.version_scaling", "model.version_components",
                   "model.version_reference_stats")
-_DDL = {
-    "model.versions": "version VARCHAR, content_hash VARCHAR, run_id VARCHAR, "
-                      "created_at TIMESTAMP, stored_at TIMESTAMP, origin VARCHAR, "
-                      "classes JSON, features JSON, selection JSON, params JSON, provenance JSON",
-    "model.version_scaling": "version VARCHAR, feature VARCHAR, position INTEGER, "
-                             "transform VARCHAR, min_nonzero DOUBLE, log_offset DOUBLE, "
-                             "min_value DOUBLE, max_value DOUBLE",
-    "model.version_components": "version VARCHAR, component INTEGER, weight DOUBLE, "
-                                "mean DOUBLE[], covariance DOUBLE[]",
-    "model.version_reference_stats": "version VARCHAR, cluster INTEGER, class VARCHAR, "
-                                     "n_references BIGINT, usable BOOLEAN, mean DOUBLE[], "
-                                     "pinv DOUBLE[]",
-}
 
 
 
@@ -66,9 +54,8 @@ def reference_frame(counts: NDArray[np.integer], means: F64, pinv: F64, *,
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for table, columns in _DDL.items():
-        if not table_exists(con, table):
-            con.execute(f"CREATE TABLE {table} ({columns})")
+    for table in VERSION_TABLES:
+        create_table(con, table, if_not_exists=True)
 
 
 def has_versions(con: duckdb.DuckDBPyConnection) -> bool:
@@ -106,9 +93,8 @@ def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bo
     insert_frame(con, "model.version_reference_stats", reference_frame(
         model.reference_counts, model.reference_means, model.reference_pinv,
         usable=model.usable, classes=model.classes).with_columns(version=pl.lit(v)))
-    models = discover_models()
     for table in VERSION_TABLES:
-        run_checks(con, models[table])
+        check_written(con, table)
     return True
 
 

@@ -34,12 +34,12 @@ from xpipe.warehouse.connection import (
     scalar,
     transaction,
 )
+from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
 from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import (
-    discover_models,
+    check_written,
     load_macros,
-    run_checks,
     run_models,
     set_parameters,
 )
@@ -93,15 +93,14 @@ def fit_clusters(con: duckdb.DuckDBPyConnection, params: ClassifyParams, run_id:
                               params.random_state)
     except NotConvergedError as exc:
         raise ModelCheckError(str(exc)) from exc
-    con.execute("CREATE OR REPLACE TABLE model.gmm_components (run_id VARCHAR, component INTEGER, "
-                "weight DOUBLE, mean DOUBLE[], covariance DOUBLE[])")
+    create_table(con, "model.gmm_components", replace=True)
     insert_frame(con, "model.gmm_components",
                  store.component_frame(mixture).with_columns(run_id=pl.lit(run_id)))
     return mixture
 
 
 def assign_all(con: duckdb.DuckDBPyConnection, mixture: MixtureParams, chunk_rows: int) -> None:
-    con.execute("CREATE OR REPLACE TABLE model.detection_cluster (det_id BIGINT, cluster INTEGER)")
+    create_table(con, "model.detection_cluster", replace=True)
     for frame in cleaned_rows(con, role=None, chunk_rows=chunk_rows, desc="assign clusters",
                               stored_clusters=False):
         labels = assign_clusters(feature_matrix(frame), mixture).astype(np.int32)
@@ -115,8 +114,7 @@ def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clu
                               desc="reference statistics")
     kernel = fit_reference_stats(references, n_clusters=n_clusters,
                                  min_references=params.min_references)
-    con.execute("CREATE OR REPLACE TABLE model.reference_stats (cluster INTEGER, class VARCHAR, "
-                "n_references BIGINT, usable BOOLEAN, mean DOUBLE[], pinv DOUBLE[])")
+    create_table(con, "model.reference_stats", replace=True)
     insert_frame(con, "model.reference_stats", store.reference_frame(
         kernel.counts_, kernel.means_, kernel.pinv_, usable=kernel.usable_,
         classes=class_names()))
@@ -155,10 +153,6 @@ def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, *, params: 
     return model
 
 
-def check_python_model(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    run_checks(con, discover_models()[name])
-
-
 def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows at each stage: pulled → selected → cleaned → labeled → classified → sources."""
     one = only_row(con, """
@@ -193,18 +187,18 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: Classif
             run_models(con, ["features", "labels"], exclude=["model.detection_features"])
         with run.stage("fit_mixture"):
             mixture = fit_clusters(con, params, run.run_id)
-            check_python_model(con, "model.gmm_components")
+            check_written(con, "model.gmm_components")
         with run.stage("assign_clusters"):
             assign_all(con, mixture, settings.chunk_rows)
-            check_python_model(con, "model.detection_cluster")
+            check_written(con, "model.detection_cluster")
         with run.stage("reference_stats"):
             kernel = fit_references(con, params, mixture.n_components, settings.chunk_rows)
-            check_python_model(con, "model.reference_stats")
+            check_written(con, "model.reference_stats")
         with run.stage("model_version"):
             store_model_version(con, run.run_id, params=params, mixture=mixture, kernel=kernel)
         with run.stage("kernel"):
             classify_targets(con, kernel, mixture, settings.chunk_rows)
-            check_python_model(con, "results.detection_class")
+            check_written(con, "results.detection_class")
         with run.stage("votes"):
             run_models(con, ["votes"])  # the votes (scoring.VOTE_MODELS) and published layouts
             run_models(con, names=["results.source_anomaly"])

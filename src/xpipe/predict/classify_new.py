@@ -18,17 +18,15 @@ from xpipe.core.config import Settings
 from xpipe.models import file as model_file
 from xpipe.models import store
 from xpipe.models.frozen import FrozenModel
-from xpipe.predict.new import KEY, Prediction, output_columns, source_votes
-from xpipe.warehouse.connection import connect, table_exists, transaction
+from xpipe.predict.new import KEY, Prediction, source_votes
+from xpipe.warehouse.connection import connect, transaction
+from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.provenance import recorded_run
 from xpipe.warehouse.seeds import class_names
-from xpipe.warehouse.sql_models import discover_models, run_checks
+from xpipe.warehouse.sql_models import check_written
 
 DETECTIONS_TABLE = "results.new_detection_class"
 SOURCES_TABLE = "results.new_source_class"
-_SOURCE_DDL = ("model_version VARCHAR, name VARCHAR, detection_count BIGINT, hard_class VARCHAR, "
-               "soft_class VARCHAR, is_unique BOOLEAN, master_class VARCHAR, "
-               "agg_master_class VARCHAR, appended_by VARCHAR")
 
 
 def resolve_model(settings: Settings, ref: str | None) -> FrozenModel:
@@ -88,11 +86,8 @@ def display_frames(prediction: Prediction) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    if not table_exists(con, DETECTIONS_TABLE):
-        cols = ", ".join(f'"{c}" {t}' for c, t in output_columns().items())
-        con.execute(f"CREATE TABLE {DETECTIONS_TABLE} ({cols}, appended_by VARCHAR)")
-    if not table_exists(con, SOURCES_TABLE):
-        con.execute(f"CREATE TABLE {SOURCES_TABLE} ({_SOURCE_DDL})")
+    for table in (DETECTIONS_TABLE, SOURCES_TABLE):
+        create_table(con, table, if_not_exists=True)
 
 
 def _same_key(a: str, b: str) -> str:
@@ -135,9 +130,8 @@ def append(con: duckdb.DuckDBPyConnection, prediction: Prediction, model: Frozen
         finally:
             con.unregister("__new")
         revote(con, model.version, rows["name"], run.run_id)
-        models = discover_models()
         for table in (DETECTIONS_TABLE, SOURCES_TABLE):
-            run_checks(con, models[table])
+            check_written(con, table)
         run.count("detections", rows.height)
         run.count("new", rows.height - int(replaced))
         run.count("already_stored", int(replaced))

@@ -38,8 +38,14 @@ from xpipe.ingest.files import (
 )
 from xpipe.models.frozen import FrozenModel
 from xpipe.predict.scoring import score_chunk, vote_in_memory
-from xpipe.warehouse.connection import connect_memory, staging_name, swap_in
-from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.connection import connect_memory, insert_frame, staging_name, swap_in
+from xpipe.warehouse.contracts import (
+    SchemaError,
+    contract,
+    create_table,
+    detection_key,
+    load_schema,
+)
 from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import (
     build,
@@ -51,7 +57,7 @@ from xpipe.warehouse.sql_models import (
 
 Input = Path | tuple[pa.Table, str]  # a file or folder of Parquet parts, or (table, its name)
 
-KEY = ("name", "obsid", "obi", "region_id")
+KEY = detection_key()
 GENERATED = ("det_id", "source_file", "source_row")  # raw.detections columns a load adds
 DERIVED = {  # feature: the raw columns it is computed from, denominator last
     "var_ratio_b": ("var_sigma_b", "var_mean_b"), "var_ratio_h": ("var_sigma_h", "var_mean_h"),
@@ -73,18 +79,10 @@ class Prediction:
 
 
 def output_columns() -> dict[str, str]:
-    """Columns of a prediction's detections, with their DuckDB types (results.new_*)."""
-    return {
-        "source_file": "VARCHAR", "source_row": "BIGINT", "name": "VARCHAR",
-        "obsid": "INTEGER", "obi": "SMALLINT", "region_id": "INTEGER", "ra": "DOUBLE",
-        "dec": "DOUBLE", "status": "VARCHAR", "reason": "VARCHAR", "in_selection": "BOOLEAN",
-        "out_of_range": "VARCHAR", "cluster": "INTEGER",
-        **{c: "DOUBLE" for c in class_names()}, "pred_class": "VARCHAR",
-        "log_likelihood": "DOUBLE", "min_mahalanobis_sq": "DOUBLE", "nearest_class": "VARCHAR",
-        "anomaly_p": "DOUBLE", **dict.fromkeys(VOTE_COLUMNS, "VARCHAR"),
-        "flux_significance_b": "DOUBLE", **{f: "DOUBLE" for f in feature_names()},
-        "model_version": "VARCHAR",
-    }
+    """Columns of a prediction's detections with their DuckDB types: those of
+    results.new_detection_class but the run that appends them."""
+    return {c.name: c.type for c in contract("results.new_detection_class").columns
+            if c.name != "appended_by"}
 
 
 def check_compatible(model: FrozenModel) -> None:
@@ -159,11 +157,8 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
     build(con, models["model.detection_features"])  # every detection, to say why it fails
     scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
         run_id=pl.lit(model.run_id))
-    con.register("__scaling", scaling.to_arrow())
-    con.execute("CREATE OR REPLACE TABLE model.preprocessing_params AS SELECT run_id, feature, "
-                "position, transform, min_nonzero, log_offset, min_value, max_value "
-                "FROM __scaling")
-    con.unregister("__scaling")
+    create_table(con, "model.preprocessing_params", replace=True)
+    insert_frame(con, "model.preprocessing_params", scaling)
     build(con, models["model.scaled_features"])
 
 

@@ -19,10 +19,11 @@ from numpy.typing import NDArray
 
 from xpipe.core.config import Settings
 from xpipe.core.progress import progress_bar
-from xpipe.method.anomaly import ANOMALY_COLUMNS, anomaly_frame
+from xpipe.method.anomaly import anomaly_frame
 from xpipe.method.kernel import MahalanobisSoftmin, softmin
 from xpipe.method.mixture import MixtureParams, assign_clusters
 from xpipe.warehouse.connection import connect_memory, insert_frame, scalar
+from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import load_macros, run_models
 
@@ -145,13 +146,8 @@ def score_chunk(frame: pl.DataFrame, *, kernel: MahalanobisSoftmin,
 
 
 def create_detection_class(con: duckdb.DuckDBPyConnection) -> None:
-    """results.detection_class, empty; the anomaly columns come after pred_class, so readers
-    that select the published layout by position are unaffected."""
-    probs = ", ".join(f'"{c}" DOUBLE' for c in class_names())
-    extra = "".join(f", {name} {kind}" for name, kind in ANOMALY_COLUMNS.items())
-    con.execute("CREATE OR REPLACE TABLE results.detection_class (det_id BIGINT, name VARCHAR, "
-                f"obsid INTEGER, ra DOUBLE, dec DOUBLE, cluster INTEGER, {probs}, "
-                f"pred_class VARCHAR{extra})")
+    """results.detection_class, empty (its contract: sql/classify/detection_class.yml)."""
+    create_table(con, "results.detection_class", replace=True)
 
 
 def insert_detection_class(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> None:

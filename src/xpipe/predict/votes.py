@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from xpipe.ingest.files import load_files
-from xpipe.predict.batch import check_python_model
 from xpipe.predict.export import export_results
 from xpipe.predict.scoring import create_detection_class
 from xpipe.warehouse.connection import connect_memory, only_row, scalar, staging_name
-from xpipe.warehouse.contracts import load_schema
+from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.seeds import class_names
-from xpipe.warehouse.sql_models import load_macros, run_models
+from xpipe.warehouse.sql_models import check_written, load_macros, run_models
 
 
 def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, int]:
@@ -23,7 +22,7 @@ def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, in
     load_macros(con)
     # The feature columns of the published per-source layout come from raw detections,
     # which a per-detection classification file does not carry: they stay empty.
-    con.execute(load_schema("raw.detections").ddl())
+    create_table(con, "raw.detections")
     run_models(con, layers=["seeds"], names=["model.stg_detections", "model.detection_features"])
     load_files(con, "raw.paper_detections", [detections], id_column="det_id")
     create_detection_class(con)
@@ -31,7 +30,7 @@ def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, in
     con.execute(f"INSERT INTO results.detection_class BY NAME SELECT det_id, name, obsid, ra, "
                 f"dec, cluster, {probs}, main_type AS pred_class "
                 f"FROM {staging_name('raw.paper_detections')}")
-    check_python_model(con, "results.detection_class")
+    check_written(con, "results.detection_class")
     run_models(con, layers=["votes"])
     export_results(con, out_dir, fmt)
     row = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "

@@ -11,9 +11,8 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from xpipe.predict.batch import ClassifyParams, check_python_model, fit_sample_query
+from xpipe.predict.batch import ClassifyParams, fit_sample_query
 from xpipe.predict.scoring import feature_matrix, feature_select
-from xpipe.warehouse import connection as warehouse
 from xpipe.warehouse.connection import (
     WarehouseError,
     first_row,
@@ -21,6 +20,7 @@ from xpipe.warehouse.connection import (
     scalar,
     table_exists,
 )
+from xpipe.warehouse.sql_models import write_table
 
 F64 = NDArray[np.float64]
 
@@ -58,8 +58,7 @@ def fit_sample(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> F64:
 
 def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Replace `table` by `frame` and enforce the checks of its `materialized: python` sidecar."""
-    warehouse.insert_frame(con, table, frame, replace=True)
-    check_python_model(con, table)
+    write_table(con, table, frame)
 
 
 def stored_run_id(con: duckdb.DuckDBPyConnection, table: str) -> str | None:

@@ -18,13 +18,14 @@ import polars as pl
 from matplotlib.figure import Figure
 from scipy import stats
 
+from xpipe.core.errors import InputError
 from xpipe.science.common import require_classified
 from xpipe.science.figures import explain_figure
 from xpipe.warehouse.connection import scalar
 from xpipe.warehouse.seeds import aggregated_classes, class_names
 
 
-class SourceNotClassifiedError(ValueError):
+class SourceNotClassifiedError(InputError):
     """The source exists but has no classification to explain (or does not exist)."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from xpipe.core.config import Settings
 from xpipe.core.errors import WarehouseError
@@ -134,15 +135,11 @@ def sql_literal(value: str | Path) -> str:
     return "'" + _sql_str(str(value)) + "'"
 
 
-def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: object,
-                 replace: bool = False) -> None:
-    """Append a Polars frame to `table` by column name, or replace the table by it."""
-    con.register("__frame", frame.to_arrow())  # type: ignore[attr-defined]
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Append a Polars frame to `table` by column name (the table has its contract's types)."""
+    con.register("__frame", frame.to_arrow())
     try:
-        if replace:
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __frame")
-        else:
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
     finally:
         con.unregister("__frame")
 

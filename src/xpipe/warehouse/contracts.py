@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from xpipe.core.errors import InputError, WarehouseError
 from xpipe.core.resources import schemas_dir, sql_dir
 from xpipe.warehouse.seeds import template_key, template_rows
 
@@ -29,11 +30,11 @@ NUMERIC_TYPES = {"DOUBLE", "FLOAT", "INTEGER", "SMALLINT", "BIGINT", "TINYINT"}
 LAYERS = ("seeds", "staging", "features", "labels", "classify", "votes", "validation")
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """Input does not match a table contract; the message names the file, column or row."""
 
 
-class ContractError(RuntimeError):
+class ContractError(WarehouseError):
     """A table in the warehouse does not have the columns and types its contract declares."""
 
 

@@ -22,13 +22,17 @@ from pathlib import Path
 
 import duckdb
 import jinja2
+import polars as pl
 
+from xpipe.core.errors import ModelCheckError
 from xpipe.core.resources import sql_dir
-from xpipe.warehouse.connection import drop_relation, first_row, sql_literal
+from xpipe.warehouse.connection import drop_relation, first_row, insert_frame, sql_literal
 from xpipe.warehouse.contracts import (
     Column,
     Sidecar,
     check_columns,
+    check_contract,
+    create_table,
     expand_names,
     quote_ident,
     sidecar_contract,
@@ -40,10 +44,6 @@ from xpipe.warehouse.seeds import (
     feature_names,
     feature_transforms,
 )
-
-
-class ModelCheckError(RuntimeError):
-    """A model's output broke one of its declared checks."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,19 @@ def run_checks(con: duckdb.DuckDBPyConnection, model: SqlModel) -> None:
     if failures:
         raise ModelCheckError(f"model {model.name} ({model.grain}) failed its checks: "
                               + "; ".join(failures))
+
+
+def check_written(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """A table Python wrote (`materialized: python`): its declared columns, then its checks."""
+    check_contract(con, table)
+    run_checks(con, discover_models()[table])
+
+
+def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Replace a Python-written table by `frame`, with its contract's columns and types."""
+    create_table(con, table, replace=True)
+    insert_frame(con, table, frame)
+    check_written(con, table)
 
 
 def run_models(con: duckdb.DuckDBPyConnection, layers: Iterable[str] = (),
