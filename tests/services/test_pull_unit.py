@@ -25,7 +25,7 @@ from xpipe.services.tap import (
     ServiceError,
     TapClient,
     TapResult,
-    TapSettings,
+    TapServiceConfig,
     is_transient,
 )
 from xpipe.warehouse.contracts import SchemaError
@@ -149,8 +149,8 @@ def test_transient_errors_are_told_from_refusals() -> None:
 
 def test_client_retries_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    client = TapClient(TapSettings("http://127.0.0.1:9/tap",
-                                   retry=RetryPolicy(3, 0.5, 10.0)), sleep=waits.append)
+    client = TapClient(TapServiceConfig("http://127.0.0.1:9/tap",
+                                        retry=RetryPolicy(3, 0.5, 10.0)), sleep=waits.append)
     calls = {"n": 0}
 
     def flaky(*_a):

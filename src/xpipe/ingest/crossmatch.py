@@ -30,7 +30,7 @@ from xpipe.ingest.paging import (
     reset_pull,
     stored_fingerprints,
 )
-from xpipe.services.simbad import UPLOAD_NAME, SimbadConfig, candidates_query
+from xpipe.services.simbad import UPLOAD_NAME, SimbadConfig, candidates_query, upload_table
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
 from xpipe.warehouse.connection import require_tables, scalar, staging_name, swap_in, transaction
 from xpipe.warehouse.contracts import SchemaError, load_schema, resolve_columns
@@ -54,16 +54,8 @@ class SimbadSource:
     client: TapClient
 
     def candidates(self, upload: pa.Table, mode: str) -> TapResult:
-        import numpy as np
-        from astropy.table import Table
-
-        # names as bytes: VOTable char, which every TAP service reads (unicodeChar is rarer)
-        table = Table({"name": np.array(upload.column("name").to_pylist(), dtype="S"),
-                       "ra": upload.column("ra").to_numpy(),
-                       "dec": upload.column("dec").to_numpy()})
         return self.client.query(candidates_query(self.config.table, self.config.radius_arcsec),
-                                 maxrec=self.config.row_limit, mode=mode,
-                                 uploads={UPLOAD_NAME: table})
+                                 mode=mode, uploads={UPLOAD_NAME: upload_table(upload)})
 
 
 @dataclass(frozen=True)
@@ -221,7 +213,7 @@ def crossmatch(con: duckdb.DuckDBPyConnection, config: SimbadConfig,
                source: CandidateSource | None = None, refresh: bool = False,
                echo: Callable[[str], None] = print) -> dict[str, int]:
     """Match every master source, resuming finished chunks, then swap raw.simbad_match in."""
-    source = source or SimbadSource(config, TapClient(config.tap(), log=echo))
+    source = source or SimbadSource(config, config.client(log=echo))
     params = {"tap_url": config.url, "table": config.table,
               "radius_arcsec": config.radius_arcsec, "chunk_rows": config.chunk_rows,
               "refresh": refresh}

@@ -390,7 +390,7 @@ def pull_catalogue(con: duckdb.DuckDBPyConnection, config: CscConfig,
                    echo: Callable[[str], None] = print) -> dict[str, int]:
     """The whole `xpipe warehouse --source csc20|csc21`: pull, verify, swap in."""
     options = options or PullOptions()
-    source = source or CscSource(config, TapClient(config.tap(), log=echo))
+    source = source or CscSource(config, config.client(log=echo))
     params = {"source": config.release, "tap_url": config.url, "schema": config.schema,
               "band_deg": config.band_deg, "row_limit": config.row_limit,
               "refresh": options.refresh,
