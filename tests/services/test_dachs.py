@@ -94,8 +94,8 @@ def test_interrupted_pull_resumes_to_the_identical_table(tmp_path: Path, tap_url
     path = tmp_path / "x.duckdb"
     con = open_warehouse(path)
     with pytest.raises(KeyboardInterrupt):
-        pull_catalogue(con, config, Interrupted(config, config.client()),
-                       PullOptions(), echo=lambda _m: None)
+        pull_catalogue(con, config, source=Interrupted(config, config.client()),
+                       options=PullOptions(), echo=lambda _m: None)
     con.close()
     landed = rows(path, "SELECT count(*) FROM meta.ingest_pages WHERE status = 'done'")[0][0]
     assert landed >= 3
