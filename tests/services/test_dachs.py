@@ -80,7 +80,6 @@ def test_csc21_schema_gives_the_same_rows(tmp_path: Path, tap_url: str, clean_pu
 def test_interrupted_pull_resumes_to_the_identical_table(tmp_path: Path, tap_url: str,
                                                          clean_pull: Path) -> None:
     from xpipe.ingest.pull import CscSource, PullOptions, pull_catalogue
-    from xpipe.services.tap import TapClient
 
     config = csc_config(tap_url)
     calls = {"n": 0}
@@ -95,8 +94,8 @@ def test_interrupted_pull_resumes_to_the_identical_table(tmp_path: Path, tap_url
     path = tmp_path / "x.duckdb"
     con = open_warehouse(path)
     with pytest.raises(KeyboardInterrupt):
-        pull_catalogue(con, config, Interrupted(config, TapClient(config.tap())),
-                       PullOptions(), echo=lambda _m: None)
+        pull_catalogue(con, config, source=Interrupted(config, config.client()),
+                       options=PullOptions(), echo=lambda _m: None)
     con.close()
     landed = rows(path, "SELECT count(*) FROM meta.ingest_pages WHERE status = 'done'")[0][0]
     assert landed >= 3

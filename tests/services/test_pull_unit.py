@@ -1,6 +1,6 @@
-"""The pull's paging, splitting, retries and resumption without a server (a fake service), so
-that `make test` checks them everywhere; tests/services/test_dachs.py repeats the important
-ones against a real TAP server."""
+"""The pull's paging, splitting, retries and resumption without a server (a fake service, see
+fakes.py), so that `make test` checks them everywhere; tests/services/test_dachs.py repeats the
+important ones against a real TAP server."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pyarrow as pa
 import pytest
 import requests
 from conftest import open_warehouse, rows, whole_table
-from factories import detections_frame
+from fakes import FakeService, fake_catalogue
 from pyvo.dal import DALFormatError, DALQueryError, DALServiceError
 
 from xpipe.ingest.pull import Page, PullOptions, contract_names, pull_catalogue
@@ -24,68 +22,10 @@ from xpipe.services.tap import (
     RetryPolicy,
     ServiceError,
     TapClient,
-    TapResult,
-    TapSettings,
+    TapServiceConfig,
     is_transient,
 )
 from xpipe.warehouse.contracts import SchemaError
-
-
-def fake_catalogue(n: int = 600, seed: int = 3) -> pl.DataFrame:
-    """Detections spread over the sky, a few sources with many detections, one at a pole."""
-    rng = np.random.default_rng(seed)
-    n_sources = n // 3
-    ra = rng.uniform(0, 360, n_sources)
-    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n_sources)))
-    dec[0], dec[1] = 90.0, -90.0
-    source = np.concatenate([np.zeros(60, dtype=int), rng.integers(0, n_sources, n - 60)])
-    frame = detections_frame(n, seed).with_columns(
-        name=pl.Series([f"SRC {i:05d}" for i in source]),
-        ra=pl.Series(ra[source]), dec=pl.Series(dec[source]),
-        obsid=pl.Series(rng.integers(1, 30000, n), dtype=pl.Int32),
-        detect_stack_id=pl.Series([f"stack{i}" for i in range(n)]))
-    return frame
-
-
-def in_box(frame: pl.DataFrame, box: Box | None) -> pl.DataFrame:
-    if box is None:
-        return frame
-    dec_hi = pl.col("dec") <= box.dec_hi if box.dec_hi >= 90 else pl.col("dec") < box.dec_hi
-    ra_hi = pl.col("ra") <= box.ra_hi if box.ra_hi >= 360 else pl.col("ra") < box.ra_hi
-    return frame.filter((pl.col("dec") >= box.dec_lo) & dec_hi & (pl.col("ra") >= box.ra_lo)
-                        & ra_hi & (pl.col("obsid") >= box.obsid_lo)
-                        & (pl.col("obsid") < box.obsid_hi))
-
-
-class FakeService:
-    """Answers like a CSC service over `frame`, with faults on given fetch numbers."""
-
-    def __init__(self, frame: pl.DataFrame, row_limit: int, overflow_on: set[int] = frozenset(),
-                 short_on: set[int] = frozenset(), retype_on: set[int] = frozenset(),
-                 interrupt_on: int | None = None) -> None:
-        self.frame, self.row_limit = frame, row_limit
-        self.overflow_on, self.short_on, self.retype_on = overflow_on, short_on, retype_on
-        self.interrupt_on = interrupt_on
-        self.fetches = 0
-        self.counts = 0
-
-    def count(self, box: Box | None) -> int:
-        self.counts += 1
-        return in_box(self.frame, box).height
-
-    def fetch(self, box: Box, mode: str) -> TapResult:
-        self.fetches += 1
-        if self.fetches == self.interrupt_on:
-            raise KeyboardInterrupt
-        page = in_box(self.frame, box)
-        if page.height > self.row_limit or self.fetches in self.overflow_on:
-            raise Overflow("fake overflow")
-        if self.fetches in self.short_on:
-            page = page.head(page.height - 1)
-        if self.fetches in self.retype_on:
-            page = page.with_columns(pl.col("hard_hm").cast(pl.Utf8))
-        return TapResult(page.sample(fraction=1.0, shuffle=True, seed=self.fetches).to_arrow(),
-                         mode, 1, 0.01)
 
 
 def config(row_limit: int = 120, band_deg: float = 45.0):
@@ -96,8 +36,8 @@ def config(row_limit: int = 120, band_deg: float = 45.0):
 def run(path: Path, service: FakeService, refresh: bool = False, **kw) -> dict[str, int]:
     con = open_warehouse(path)
     try:
-        return pull_catalogue(con, config(**kw), service, PullOptions(refresh=refresh),
-                              echo=lambda _m: None)
+        return pull_catalogue(con, config(**kw), source=service,
+                              options=PullOptions(refresh=refresh), echo=lambda _m: None)
     finally:
         con.close()
 
@@ -149,8 +89,8 @@ def test_transient_errors_are_told_from_refusals() -> None:
 
 def test_client_retries_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    client = TapClient(TapSettings("http://127.0.0.1:9/tap",
-                                   retry=RetryPolicy(3, 0.5, 10.0)), sleep=waits.append)
+    client = TapClient(TapServiceConfig("http://127.0.0.1:9/tap",
+                                        retry=RetryPolicy(3, 0.5, 10.0)), sleep=waits.append)
     calls = {"n": 0}
 
     def flaky(*_a):

@@ -14,7 +14,7 @@ from astropy.table import Table
 from pyvo.dal import TAPResults
 
 from xpipe.ingest.files import append_input, create_staging, open_arrow
-from xpipe.services.tap import astropy_to_arrow
+from xpipe.services.votable import astropy_to_arrow
 from xpipe.warehouse.connection import connect_memory
 
 CONTRACT_ONLY = "* EXCLUDE (det_id, source_file, source_row)"

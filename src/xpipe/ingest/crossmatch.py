@@ -4,35 +4,35 @@ Master positions (the position of each source's first detection, as the offline 
 uses) go up with TAP_UPLOAD in chunks of at most 200,000 rows; the service returns every
 `basic` object within the radius, validated against schemas/raw.simbad.yaml, and the closest
 one (ties: smallest main_id) is kept per source, validated against raw.simbad_match. Chunks are
-resumable like the CSC pull: a chunk's matches and its meta.ingest_pages row land together,
-and a chunk the service truncates (OVERFLOW) is split in two. When every chunk is done,
-raw.simbad_match is replaced in one transaction.
+resumable by the same `paging.ResumablePull` as the CSC pull: a chunk's matches and its
+meta.ingest_pages row land together, and a chunk the service truncates (OVERFLOW) is split in
+two. When every chunk is done, raw.simbad_match is replaced in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import duckdb
 import pyarrow as pa
 
-from xpipe.core.progress import progress_bar
 from xpipe.ingest.files import append_input, create_staging, open_arrow
 from xpipe.ingest.paging import (
     PageRecord,
+    Progress,
+    PullSpec,
+    ResumablePull,
+    Unit,
     contract_signature,
-    ensure_manifest,
+    count_rows,
     fingerprint,
-    load_pages,
-    record_page,
-    reset_pull,
-    stored_fingerprints,
+    quoted,
 )
-from xpipe.services.simbad import UPLOAD_NAME, SimbadConfig, candidates_query
+from xpipe.services.simbad import UPLOAD_NAME, SimbadConfig, candidates_query, upload_table
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
-from xpipe.warehouse.connection import require_tables, scalar, staging_name, swap_in, transaction
+from xpipe.warehouse.connection import require_tables, scalar, swap_in, transaction
 from xpipe.warehouse.contracts import SchemaError, load_schema, resolve_columns
 from xpipe.warehouse.provenance import recorded_run
 
@@ -42,6 +42,10 @@ PULL_TABLE = "raw.simbad_match__pull"
 SOURCES = "__xmatch_sources"
 SYNC_UPLOAD_ROWS = 5_000  # smaller chunks run as sync queries, larger ones as async jobs
 MAX_CHUNKS = 100_000
+XMATCH = PullSpec(pull=PULL, contract=MATCH_TABLE, pull_table=PULL_TABLE,
+                  unit_columns=("page_id",), what="cross-match", noun="chunk",
+                  settings="sources, radius or chunking", on_change="restart",
+                  max_units=MAX_CHUNKS)
 
 
 class CandidateSource(Protocol):
@@ -54,32 +58,34 @@ class SimbadSource:
     client: TapClient
 
     def candidates(self, upload: pa.Table, mode: str) -> TapResult:
-        import numpy as np
-        from astropy.table import Table
-
-        # names as bytes: VOTable char, which every TAP service reads (unicodeChar is rarer)
-        table = Table({"name": np.array(upload.column("name").to_pylist(), dtype="S"),
-                       "ra": upload.column("ra").to_numpy(),
-                       "dec": upload.column("dec").to_numpy()})
         return self.client.query(candidates_query(self.config.table, self.config.radius_arcsec),
-                                 maxrec=self.config.row_limit, mode=mode,
-                                 uploads={UPLOAD_NAME: table})
+                                 mode=mode, uploads={UPLOAD_NAME: upload_table(upload)})
 
 
 @dataclass(frozen=True)
-class Chunk:
-    page_id: str
-    top_index: int
-    lo: int  # first source, 0-based in name order
-    hi: int  # one past the last
+class Chunk(Unit):
+    """Uploaded sources lo … hi - 1 (0-based, in name order)."""
+
+    lo: int
+    hi: int
 
     def children(self) -> tuple[Chunk, Chunk]:
         if self.hi - self.lo < 2:
             raise ServiceError(f"cross-match chunk {self.page_id} holds one source and is "
                                "still truncated by the service")
         mid = (self.lo + self.hi) // 2
-        return (Chunk(f"{self.page_id}.0", self.top_index, self.lo, mid),
-                Chunk(f"{self.page_id}.1", self.top_index, mid, self.hi))
+        id_a, id_b = self.halves()
+        return (Chunk(id_a, self.top_index, self.lo, mid),
+                Chunk(id_b, self.top_index, mid, self.hi))
+
+    def located(self, record: PageRecord) -> PageRecord:
+        return replace(record, bounds=f"sources [{self.lo}, {self.hi})", row_lo=self.lo,
+                       row_hi=self.hi)
+
+
+def chunk_sources(record: PageRecord) -> int:
+    """Sources of a done chunk: what it adds to the progress bar."""
+    return int(record.row_hi or 0) - int(record.row_lo or 0)
 
 
 def stage_sources(con: duckdb.DuckDBPyConnection) -> int:
@@ -91,7 +97,7 @@ def stage_sources(con: duckdb.DuckDBPyConnection) -> int:
             SELECT name, arg_min(ra, det_id) AS ra, arg_min(dec, det_id) AS dec
             FROM raw.detections GROUP BY name)
     """)
-    return int(scalar(con, f"SELECT count(*) FROM {SOURCES}"))
+    return count_rows(con, f"SELECT count(*) FROM {SOURCES}")
 
 
 def sources_digest(con: duckdb.DuckDBPyConnection) -> str:
@@ -110,12 +116,6 @@ def top_chunks(n_sources: int, chunk_rows: int) -> list[Chunk]:
             for k, lo in enumerate(range(0, n_sources, chunk_rows))]
 
 
-def ensure_pull_table(con: duckdb.DuckDBPyConnection) -> None:
-    cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in load_schema(MATCH_TABLE).columns)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {PULL_TABLE} (\n  page_id VARCHAR NOT NULL,\n  "
-                f"{cols}\n)")
-
-
 def validate_candidates(con: duckdb.DuckDBPyConnection, table: pa.Table, origin: str) -> None:
     """The service's columns and values meet raw.simbad's contract (and a name per row)."""
     if "name" not in {c.lower() for c in table.column_names}:
@@ -124,12 +124,13 @@ def validate_candidates(con: duckdb.DuckDBPyConnection, table: pa.Table, origin:
     if table.num_rows == 0:
         resolve_columns(load_schema("raw.simbad"), table.column_names, origin)
         return
-    staged = create_staging(con, "raw.simbad")
-    try:
-        append_input(con, "raw.simbad", open_arrow(con, table, origin, "__xm_candidates"))
-    finally:
-        con.unregister("__xm_candidates")
-        con.execute(f"DROP TABLE IF EXISTS {staged}")
+    with transaction(con):  # the staging table is only a check: nothing of it stays
+        staged = create_staging(con, "raw.simbad")
+        try:
+            append_input(con, "raw.simbad", open_arrow(con, table, origin, "__xm_candidates"))
+        finally:
+            con.unregister("__xm_candidates")
+            con.execute(f"DROP TABLE IF EXISTS {staged}")
 
 
 def best_matches(con: duckdb.DuckDBPyConnection, table: pa.Table, radius_arcsec: float
@@ -153,127 +154,63 @@ def best_matches(con: duckdb.DuckDBPyConnection, table: pa.Table, radius_arcsec:
         con.unregister("__xm_raw")
 
 
-def land_chunk(con: duckdb.DuckDBPyConnection, config: SimbadConfig, fp: str, chunk: Chunk,
-               result: TapResult) -> PageRecord:
-    origin = f"SIMBAD TAP cross-match chunk {chunk.page_id} (sources {chunk.lo}-{chunk.hi - 1})"
-    names = [c.name for c in load_schema(MATCH_TABLE).columns]
-    cols = ", ".join(f'"{c}"' for c in names)
-    with transaction(con):
-        validate_candidates(con, result.table, origin)
-        best = best_matches(con, result.table, config.radius_arcsec)
-        rows = 0
-        if best.num_rows:
-            staged = create_staging(con, MATCH_TABLE)
-            try:
-                rows = append_input(con, MATCH_TABLE, open_arrow(con, best, origin, "__xm_best"))
-            finally:
-                con.unregister("__xm_best")
-            con.execute(f"INSERT INTO {PULL_TABLE} (page_id, {cols}) SELECT ?, {cols} "
-                        f"FROM {staged}", [chunk.page_id])
-            con.execute(f"DROP TABLE {staged}")
-        record = PageRecord(
-            pull=PULL, fingerprint=fp, page_id=chunk.page_id, top_index=chunk.top_index,
-            status="done", rows=rows, expected_rows=result.table.num_rows,
-            bounds=f"sources [{chunk.lo}, {chunk.hi})", row_lo=chunk.lo, row_hi=chunk.hi,
-            mode=result.mode, attempts=result.attempts, seconds=round(result.seconds, 3),
-            note=f"{result.table.num_rows} candidates within the radius")
-        record_page(con, record)
-    return record
-
-
-def process_chunk(con: duckdb.DuckDBPyConnection, config: SimbadConfig, fp: str,
-                  source: CandidateSource, chunk: Chunk) -> PageRecord:
+def process_chunk(pull: ResumablePull, chunk: Chunk, *, config: SimbadConfig,
+                  source: CandidateSource) -> PageRecord:
+    """Upload one chunk's positions and land its best matches, or record that it must be
+    split."""
+    con = pull.con
     upload = con.sql(f"SELECT name, ra, dec FROM {SOURCES} WHERE i >= ? AND i < ? ORDER BY i",
                      params=[chunk.lo, chunk.hi]).to_arrow_table()
     mode = "sync" if upload.num_rows <= SYNC_UPLOAD_ROWS else "async"
     try:
         result = source.candidates(upload, mode)
     except Overflow as exc:
-        chunk.children()  # fails clearly if it cannot be split
-        record = PageRecord(pull=PULL, fingerprint=fp, page_id=chunk.page_id,
-                            top_index=chunk.top_index, status="split",
-                            bounds=f"sources [{chunk.lo}, {chunk.hi})", row_lo=chunk.lo,
-                            row_hi=chunk.hi, note=f"service reported OVERFLOW ({exc})")
-        with transaction(con):
-            record_page(con, record)
-        return record
-    return land_chunk(con, config, fp, chunk, result)
+        return pull.split(chunk, note=f"service reported OVERFLOW ({exc})")
+    origin = f"SIMBAD TAP cross-match chunk {chunk.page_id} (sources {chunk.lo}-{chunk.hi - 1})"
+    candidates = result.table
+    validate_candidates(con, candidates, origin)
+    return pull.land(chunk, best_matches(con, candidates, config.radius_arcsec),
+                     origin=origin, result=result, expected_rows=candidates.num_rows,
+                     note=f"{candidates.num_rows} candidates within the radius")
 
 
-def walk_chunks(roots: list[Chunk], known: dict[str, PageRecord],
-                visit: Callable[[Chunk], PageRecord]) -> Iterator[tuple[Chunk, PageRecord, bool]]:
-    stack = list(reversed(roots))
-    for _ in range(MAX_CHUNKS):
-        if not stack:
-            return
-        chunk = stack.pop()
-        record = known.get(chunk.page_id)
-        fresh = record is None
-        if record is None:
-            record = visit(chunk)
-        if record.status == "split":
-            stack.extend(reversed(chunk.children()))
-        yield chunk, record, fresh
-    raise ServiceError(f"more than {MAX_CHUNKS:,} cross-match chunks; stopping")
-
-
-def crossmatch(con: duckdb.DuckDBPyConnection, config: SimbadConfig,
+def crossmatch(con: duckdb.DuckDBPyConnection, config: SimbadConfig, *,
                source: CandidateSource | None = None, refresh: bool = False,
                echo: Callable[[str], None] = print) -> dict[str, int]:
     """Match every master source, resuming finished chunks, then swap raw.simbad_match in."""
-    source = source or SimbadSource(config, TapClient(config.tap(), log=echo))
+    source = source or SimbadSource(config, config.client(log=echo))
     params = {"tap_url": config.url, "table": config.table,
               "radius_arcsec": config.radius_arcsec, "chunk_rows": config.chunk_rows,
               "refresh": refresh}
     with recorded_run(con, "crossmatch", params) as run:
-        ensure_manifest(con)
         n_sources = stage_sources(con)
-        fp = xmatch_fingerprint(config, sources_digest(con))
-        stored = stored_fingerprints(con, PULL)
-        if refresh or (stored and stored != {fp}):
-            if stored and not refresh:
-                echo("sources, radius or chunking changed since the last cross-match: "
-                     "starting it over")
-            with transaction(con):
-                reset_pull(con, PULL, PULL_TABLE)
-        ensure_pull_table(con)
-        known = load_pages(con, PULL)
-        done = sum(1 for p in known.values() if p.status == "done")
-        if done:
-            echo(f"resuming the cross-match: {done} chunks already in the warehouse")
-        counts = {"chunks": 0, "chunks_split": 0, "candidates": 0}
-        with run.stage("query"), progress_bar("SIMBAD cross-match", total=n_sources,
-                                              unit="sources") as bar:
-            for chunk, record, fresh in walk_chunks(
-                    top_chunks(n_sources, config.chunk_rows), known,
-                    lambda c: process_chunk(con, config, fp, source, c)):
-                if record.status == "split":
-                    counts["chunks_split"] += 1
-                    continue
-                counts["chunks"] += 1
-                counts["candidates"] += int(record.expected_rows or 0)
-                bar.update(chunk.hi - chunk.lo)
-                if not fresh:
-                    bar.set_postfix(resumed=True, refresh=False)
-        for key, value in counts.items():
-            run.count(key, value)
+        pull = ResumablePull(con, XMATCH, xmatch_fingerprint(config, sources_digest(con)))
+        known = pull.start(refresh=refresh, echo=echo)
+
+        def visit(chunk: Chunk, _records: Mapping[str, PageRecord]) -> PageRecord:
+            return process_chunk(pull, chunk, config=config, source=source)
+
+        with run.stage("query"):
+            stats = pull.run(top_chunks(n_sources, config.chunk_rows), known, visit,
+                             progress=Progress("SIMBAD cross-match", n_sources, unit="sources",
+                                               amount=chunk_sources))
+        run.count("chunks", stats.done)
+        run.count("chunks_split", stats.split)
+        run.count("candidates", stats.expected_rows)
         run.count("sources", n_sources)
         with run.stage("build"), transaction(con):
+            pull.verify()
             run.count("matched_sources", stage_matches(con))
             swap_in(con, MATCH_TABLE)
     return run.row_counts
 
 
 def stage_matches(con: duckdb.DuckDBPyConnection) -> int:
-    names = [c.name for c in load_schema(MATCH_TABLE).columns]
-    cols = ", ".join(f'"{c}"' for c in names)
-    staged = staging_name(MATCH_TABLE)
-    con.execute(f"DROP TABLE IF EXISTS {staged}")
-    con.execute(load_schema(MATCH_TABLE).ddl(staged))
+    cols = quoted([c.name for c in load_schema(MATCH_TABLE).columns])
+    staged = create_staging(con, MATCH_TABLE)
     con.execute(f"INSERT INTO {staged} (source_file, source_row, {cols}) "
                 f"SELECT 'simbad-tap', NULL, {cols} FROM {PULL_TABLE} ORDER BY name")
-    dup = scalar(con, f"SELECT count(*) - count(DISTINCT name) FROM {staged}")
+    dup = count_rows(con, f"SELECT count(*) - count(DISTINCT name) FROM {staged}")
     if dup:
         raise SchemaError(f"{dup} sources have two cross-match rows; rerun with --refresh")
-    return int(scalar(con, f"SELECT count(*) FROM {staged}"))
-
+    return count_rows(con, f"SELECT count(*) FROM {staged}")

@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from xpipe.services.votable import astropy_to_arrow
 from xpipe.warehouse.connection import first_row, sql_literal, staging_name
 from xpipe.warehouse.contracts import (
     NUMERIC_TYPES,
@@ -96,22 +97,9 @@ def read_votable(path: Path) -> pa.Table:
     from astropy.io.votable import parse_single_table
 
     try:
-        table = parse_single_table(str(path)).to_table(use_names_over_ids=True)
+        return astropy_to_arrow(parse_single_table(str(path)).to_table(use_names_over_ids=True))
     except Exception as exc:  # astropy raises many kinds for malformed XML
         raise SchemaError(f"{path}: not a readable VOTable: {exc}") from exc
-    arrays = {}
-    for name in table.colnames:
-        col = table[name]
-        data = np.asarray(col)
-        mask = np.asarray(getattr(col, "mask", np.zeros(len(col), dtype=bool)))
-        if data.dtype.kind in "SUO":
-            cells = zip(data.tolist(), np.broadcast_to(mask, data.shape), strict=True)
-            values = [None if m else (v.decode() if isinstance(v, bytes) else str(v))
-                      for v, m in cells]
-            arrays[name] = pa.array(values, type=pa.string())
-        else:
-            arrays[name] = pa.array(data, mask=np.broadcast_to(mask, data.shape))
-    return pa.table(arrays)
 
 
 def _base_type(duck_type: str) -> str:

@@ -10,41 +10,28 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from xpipe.services.tap import RetryPolicy, TapSettings
+from xpipe.services.tap import TapServiceConfig
 
 MIN_BOX_DEG = 1e-4  # below this (0.36″) a box holds one source: split by obsid instead
 OBSID_END = 2**31
 
 
-@dataclass(frozen=True)
-class CscConfig:
-    """One CSC release's service, and how the pull pages it."""
+@dataclass(frozen=True, kw_only=True)
+class CscConfig(TapServiceConfig):
+    """One CSC release's service, and how the pull pages it (`row_limit`: the MAXREC of a
+    page; a page counted above it is split unfetched)."""
 
     release: str  # csc20 | csc21: what the user names
-    url: str
     schema: str  # csc2 | csc21: the ADQL schema of the tables
-    timeout_s: float = 300.0
-    row_limit: int = 50_000  # MAXREC of a page; a page counted above it is split unfetched
     sync_row_limit: int = 10_000  # pages with more rows run as async jobs
     band_deg: float = 2.0  # top-level pages: Dec bands this wide
-    job_timeout_s: float = 3600.0
-    poll_s: float = 2.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    def tap(self) -> TapSettings:
-        return TapSettings(url=self.url, timeout_s=self.timeout_s,
-                           job_timeout_s=self.job_timeout_s, poll_s=self.poll_s,
-                           retry=self.retry)
-
-    def with_url(self, url: str | None) -> CscConfig:
-        return self if not url else replace(self, url=url)
 
 
 CSC_RELEASES: dict[str, CscConfig] = {
-    "csc20": CscConfig("csc20", "http://cda.cfa.harvard.edu/csc2tap", "csc2"),
-    "csc21": CscConfig("csc21", "http://cda.cfa.harvard.edu/csc21tap", "csc21"),
+    "csc20": CscConfig("http://cda.cfa.harvard.edu/csc2tap", release="csc20", schema="csc2"),
+    "csc21": CscConfig("http://cda.cfa.harvard.edu/csc21tap", release="csc21", schema="csc21"),
 }
 
 # Columns of raw.detections that come from the master source rather than the detection.

@@ -9,43 +9,44 @@ by the same rule as the offline cross-match.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from typing import Any
 
-from xpipe.services.tap import RetryPolicy, TapSettings
+import pyarrow as pa
+
+from xpipe.services.tap import TapServiceConfig
+from xpipe.services.votable import arrow_to_astropy
 
 SIMBAD_UPLOAD_LIMIT = 200_000
 UPLOAD_NAME = "xpipe_sources"
 EDGE_MARGIN = 1.001  # the service circle is this much wider than the match radius
 
 
-@dataclass(frozen=True)
-class SimbadConfig:
-    """SIMBAD TAP and how the cross-match is chunked."""
+@dataclass(frozen=True, kw_only=True)
+class SimbadConfig(TapServiceConfig):
+    """SIMBAD TAP and how the cross-match is chunked (`row_limit`: the MAXREC of a chunk's
+    candidates)."""
 
     url: str = "https://simbad.cds.unistra.fr/simbad/sim-tap"
     table: str = "basic"  # unqualified, as SIMBAD names it
     radius_arcsec: float = 1.0
     chunk_rows: int = SIMBAD_UPLOAD_LIMIT
-    row_limit: int = 1_000_000  # MAXREC of a chunk's candidates
+    row_limit: int = 1_000_000
     timeout_s: float = 600.0
     job_timeout_s: float = 7200.0
-    poll_s: float = 2.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.chunk_rows <= SIMBAD_UPLOAD_LIMIT:
             raise ValueError(f"SIMBAD uploads hold at most {SIMBAD_UPLOAD_LIMIT:,} rows; "
                              f"chunk of {self.chunk_rows:,} requested")
         if self.radius_arcsec <= 0:
             raise ValueError(f"match radius must be positive, got {self.radius_arcsec} arcsec")
 
-    def tap(self) -> TapSettings:
-        return TapSettings(url=self.url, timeout_s=self.timeout_s,
-                           job_timeout_s=self.job_timeout_s, poll_s=self.poll_s,
-                           retry=self.retry)
 
-    def with_url(self, url: str | None) -> SimbadConfig:
-        return self if not url else replace(self, url=url)
+def upload_table(sources: pa.Table) -> Any:
+    """The uploaded positions (name, ra, dec) as the astropy table pyvo sends."""
+    return arrow_to_astropy(sources.select(["name", "ra", "dec"]))
 
 
 def candidates_query(table: str, radius_arcsec: float) -> str:

@@ -6,7 +6,8 @@ here it raises `Overflow` so the caller splits the page. (2) Connection drops, 5
 stalls and VOTables cut mid-stream are transient on a busy service: each query is retried a
 bounded number of times with exponential backoff, then fails with the last cause named.
 (3) pyvo's sync requests have no timeout and its async wait has no overall deadline; both are
-bounded here.
+bounded here. Each service's configuration (`csc.CscConfig`, `simbad.SimbadConfig`) extends
+`TapServiceConfig`, which makes its `client`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import KW_ONLY, dataclass, field, replace
+from typing import Any, Self
 
-import numpy as np
 import pyarrow as pa
 import requests
 from pyvo.dal import DALFormatError, DALQueryError, DALServiceError, TAPService
+
+from xpipe.services.votable import astropy_to_arrow
 
 SleepFn = Callable[[float], None]
 LogFn = Callable[[str], None]
@@ -59,14 +61,32 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class TapSettings:
-    """How to talk to one TAP service."""
+class TapServiceConfig:
+    """One TAP service and how to query it: what every service's configuration shares
+    (pyvo's service URL, astroquery's TIMEOUT and ROW_LIMIT, and a retry policy).
+
+    `csc.CscConfig` and `simbad.SimbadConfig` extend it with their own query parameters."""
 
     url: str
+    _: KW_ONLY
     timeout_s: float = 300.0  # per HTTP request: connect and each read
     job_timeout_s: float = 3600.0  # whole async job, submit to result
     poll_s: float = 2.0  # async phase polling interval
+    row_limit: int = 50_000  # MAXREC of one query: the page size
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.row_limit < 1:
+            raise ValueError(f"row limit must be at least 1, got {self.row_limit}")
+        if min(self.timeout_s, self.job_timeout_s) <= 0:
+            raise ValueError("TAP timeouts must be positive")
+
+    def with_url(self, url: str | None) -> Self:
+        """This configuration pointed at another service (None or "" keeps the URL)."""
+        return self if not url else replace(self, url=url)
+
+    def client(self, *, log: LogFn | None = None, sleep: SleepFn = time.sleep) -> TapClient:
+        return TapClient(self, sleep=sleep, log=log)
 
 
 @dataclass(frozen=True)
@@ -118,30 +138,11 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self.timeout_s = timeout_s
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any
                 ) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout_s
         return super().request(method, url, *args, **kwargs)
-
-
-def astropy_to_arrow(table: Any) -> pa.Table:
-    """Astropy table (a parsed VOTable) → Arrow, masked cells as nulls, like ingest does for
-    VOTable files, so that TAP rows meet the same contract checks as file rows."""
-    arrays = {}
-    for name in table.colnames:
-        col = table[name]
-        data = np.asarray(col)
-        mask = np.broadcast_to(np.asarray(getattr(col, "mask", False), dtype=bool), data.shape)
-        if data.dtype.kind in "SUO":
-            values = [None if m else (v.decode() if isinstance(v, bytes) else str(v))
-                      for v, m in zip(data.tolist(), mask.tolist(), strict=True)]
-            arrays[name] = pa.array(values, type=pa.string())
-        elif data.ndim > 1:
-            raise ServiceError(f"column {name!r} is an array ({data.shape}); expected scalars")
-        else:
-            arrays[name] = pa.array(data, mask=mask)
-    return pa.table(arrays)
 
 
 def result_status(results: Any) -> str:
@@ -151,7 +152,7 @@ def result_status(results: Any) -> str:
 class TapClient:
     """Complete-or-fail TAP queries (see the module docstring)."""
 
-    def __init__(self, settings: TapSettings, sleep: SleepFn = time.sleep,
+    def __init__(self, settings: TapServiceConfig, *, sleep: SleepFn = time.sleep,
                  log: LogFn | None = None) -> None:
         self.settings = settings
         self.sleep = sleep
@@ -159,13 +160,14 @@ class TapClient:
         self.session = TimeoutSession(settings.timeout_s)
         self.service = TAPService(settings.url, session=self.session)
 
-    def query(self, adql: str, *, maxrec: int, mode: str = "sync",
+    def query(self, adql: str, *, maxrec: int | None = None, mode: str = "sync",
               uploads: dict[str, Any] | None = None, retry_overflow: bool = False
               ) -> TapResult:
-        """All rows of `adql`; raises Overflow when truncated (unless `retry_overflow`: for
-        answers that cannot legitimately overflow, such as a COUNT), ServiceError when it
-        gives up."""
+        """All rows of `adql` (at most `maxrec`, by default the configuration's row_limit);
+        raises Overflow when truncated (unless `retry_overflow`: for answers that cannot
+        legitimately overflow, such as a COUNT), ServiceError when it gives up."""
         policy = self.settings.retry
+        maxrec = self.settings.row_limit if maxrec is None else maxrec
         start = time.monotonic()
         for attempt in range(1, policy.attempts + 1):
             try:
