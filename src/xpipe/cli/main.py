@@ -49,14 +49,6 @@ def resource_error(exc: BaseException, settings: Settings) -> ResourceError | No
     return None
 
 
-def other_packages_errors() -> tuple[type[Exception], ...]:
-    """User errors with their own classes in other packages, one line until they are
-    rebased onto XpipeError (imported only when something failed)."""
-    from xpipe.services.tap import ServiceError
-
-    return (ServiceError,)
-
-
 class XpipeGroup(click.Group):
     """The top-level group: a user's failure is one `Error: …` line, a bug a traceback."""
 
@@ -77,7 +69,7 @@ def one_line_error(exc: Exception, settings: Settings) -> Exception | None:
     resource = resource_error(exc, settings)
     if resource is not None:
         return resource
-    if isinstance(exc, (XpipeError, *other_packages_errors())):
+    if isinstance(exc, XpipeError):
         return exc
     return None
 

@@ -19,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 
 from xpipe.services.votable import astropy_to_arrow
-from xpipe.warehouse.connection import first_row, sql_literal, staging_name
+from xpipe.warehouse.connection import first_row, only_row, sql_literal, staging_name
 from xpipe.warehouse.contracts import (
     NUMERIC_TYPES,
     SchemaError,
     TableSchema,
+    create_table,
     load_schema,
     resolve_columns,
 )
@@ -33,7 +34,7 @@ INTEGER_TYPES = {"INTEGER", "SMALLINT", "BIGINT", "TINYINT", "HUGEINT", "UBIGINT
 FLOAT_TYPES = {"DOUBLE", "FLOAT", "REAL"}
 STRING_TYPES = {"VARCHAR"}
 
-ProgressFn = Callable[[int], None]
+ProgressFn = Callable[[int], object]  # e.g. a tqdm bar's update
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,11 @@ def check_values(con: duckdb.DuckDBPyConnection, table: str, schema: TableSchema
     """
     checks = value_checks(schema)
     firsts = ", ".join(f"min(source_row) FILTER (WHERE {cond})" for _, cond, _ in checks)
-    row = first_row(con, f"SELECT count(*){', ' + firsts if firsts else ''} FROM {table} "
+    row = only_row(con, f"SELECT count(*){', ' + firsts if firsts else ''} FROM {table} "
                          f"WHERE {where}")
     for (column, condition, what), first in zip(checks, row[1:], strict=True):
         if first is not None:
-            bad = first_row(con, f'SELECT source_file, source_row, CAST("{column}" AS VARCHAR) '
+            bad = only_row(con, f'SELECT source_file, source_row, CAST("{column}" AS VARCHAR) '
                                  f"FROM {table} WHERE ({where}) AND {condition} "
                                  "ORDER BY source_row LIMIT 1")
             raise SchemaError(f"{bad[0]}, row {bad[1]}, column {column!r} {what} "
@@ -199,7 +200,7 @@ def create_staging(con: duckdb.DuckDBPyConnection, table: str) -> str:
     """An empty staging table with the contract's columns; returns its name."""
     staged = staging_name(table)
     con.execute(f"DROP TABLE IF EXISTS {staged}")
-    con.execute(load_schema(table).ddl(staged))
+    create_table(con, table, name=staged)
     return staged
 
 
@@ -244,13 +245,13 @@ def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile,
 def open_arrow(con: duckdb.DuckDBPyConnection, table: pa.Table, origin: str, alias: str
                ) -> InputFile:
     """Expose an Arrow table (a TAP result, say) like a typed file named `origin`."""
-    types = {name: None for name in table.column_names}
+    names = set(table.column_names)
     numbered = table.append_column("__row", pa.array(np.arange(1, table.num_rows + 1)))
     con.register(alias, numbered)
     lit = sql_literal(origin)
     sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
-    types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {alias}").fetchall()
-             if row[0] in types}
+    types = {str(row[0]): str(row[1]) for row in con.execute(f"DESCRIBE {alias}").fetchall()
+             if row[0] in names}
     return InputFile(path=Path(origin), relation_sql=sql, column_types=types, typed=True)
 
 

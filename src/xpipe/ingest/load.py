@@ -11,11 +11,12 @@ from pathlib import Path
 
 import duckdb
 
+from xpipe.core.errors import InputError
 from xpipe.core.progress import progress_bar
 from xpipe.core.resources import sql_dir
 from xpipe.ingest.files import check_unique, expand_inputs, load_files, open_input
 from xpipe.warehouse.connection import first_row, scalar, staging_name, swap_in, transaction
-from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.contracts import SchemaError, create_table, detection_key
 from xpipe.warehouse.provenance import recorded_run
 from xpipe.warehouse.sql_models import load_macros, set_parameters
 
@@ -48,7 +49,7 @@ def stage_detections(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         rows = load_files(con, "raw.detections", files, progress=bar.update, id_column="det_id")
     # Not (obsid, obi, region_id) alone: in CSC one detection region can belong to two master
     # sources (ambiguous associations), and the per-detection query returns it once for each.
-    check_unique(con, staging_name("raw.detections"), ["name", "obsid", "obi", "region_id"],
+    check_unique(con, staging_name("raw.detections"), list(detection_key()),
                  "detection key", where='"region_id" IS NOT NULL')
     return rows
 
@@ -57,7 +58,7 @@ def stage_simbad(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
     staged = staging_name("raw.simbad")
     if path is None:
         con.execute(f"DROP TABLE IF EXISTS {staged}")
-        con.execute(load_schema("raw.simbad").ddl(staged))
+        create_table(con, "raw.simbad", name=staged)
         return 0
     with progress_bar("load SIMBAD objects", total=None) as bar:
         rows = load_files(con, "raw.simbad", _files(path), progress=bar.update)
@@ -75,7 +76,7 @@ def stage_crossmatch(con: duckdb.DuckDBPyConnection, radius_arcsec: float) -> in
     detections, and binning inside each partition made the work grow with N × partitions.
     """
     if radius_arcsec <= 0:
-        raise ValueError(f"match radius must be positive, got {radius_arcsec} arcsec")
+        raise InputError(f"match radius must be positive, got {radius_arcsec} arcsec")
     set_parameters(con, {"match_radius_arcsec": float(radius_arcsec)})
     load_macros(con)
     scratch = [staging_name("raw.match_sources"), staging_name("raw.match_simbad_cells")]
@@ -87,7 +88,7 @@ def stage_crossmatch(con: duckdb.DuckDBPyConnection, radius_arcsec: float) -> in
     sql = (sql_dir() / "ingest" / "simbad_match.sql").read_text()
     staged = staging_name("raw.simbad_match")
     con.execute(f"DROP TABLE IF EXISTS {staged}")
-    con.execute(load_schema("raw.simbad_match").ddl(staged))
+    create_table(con, "raw.simbad_match", name=staged)
     with progress_bar("cross-match", total=partitions, unit="partitions") as bar:
         for partition in range(partitions):
             set_parameters(con, {"match_partitions": partitions, "match_partition": partition})
@@ -138,7 +139,7 @@ def load_catalogue(con: duckdb.DuckDBPyConnection, request: LoadRequest) -> dict
         swap_in(con, "raw.detections")
         swap_in(con, "raw.simbad")
         with run.stage("crossmatch"):
-            if match_file:
+            if match_file and request.labels is not None:
                 matched = stage_match_file(con, request.labels)
             else:
                 matched = stage_crossmatch(con, request.match_radius_arcsec)

@@ -26,7 +26,7 @@ from xpipe.core.progress import progress_bar
 from xpipe.ingest.files import append_input, create_staging, open_arrow
 from xpipe.services.tap import ServiceError, TapResult
 from xpipe.warehouse.connection import drop_relation, scalar, table_exists, transaction
-from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.contracts import SchemaError, create_table, load_schema
 
 MANIFEST = "meta.ingest_pages"
 TOTAL_PAGE = "*"
@@ -179,7 +179,7 @@ def count_rows(con: duckdb.DuckDBPyConnection, query: str, params: list | None =
 
 def ensure_manifest(con: duckdb.DuckDBPyConnection) -> None:
     if not table_exists(con, MANIFEST):
-        con.execute(load_schema(MANIFEST).ddl())
+        create_table(con, MANIFEST)
 
 
 def load_pages(con: duckdb.DuckDBPyConnection, pull: str) -> dict[str, PageRecord]:

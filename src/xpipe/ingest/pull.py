@@ -45,12 +45,12 @@ from xpipe.services.csc import (
 )
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
 from xpipe.warehouse.connection import swap_in, transaction
-from xpipe.warehouse.contracts import SchemaError, load_schema
+from xpipe.warehouse.contracts import SchemaError, detection_key, load_schema
 from xpipe.warehouse.provenance import recorded_run
 
 TABLE = "raw.detections"
 PULL_TABLE = "raw.detections__pull"
-KEY = ("name", "obsid", "obi", "region_id")
+KEY = detection_key()
 MAX_SPLIT_DEPTH = 100  # 2 × log2(180° / 1e-4°) spatial halvings + 31 obsid halvings
 MAX_PAGES = 1_000_000  # bounds the page loop even if a service answered nonsense forever
 

@@ -12,6 +12,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+from xpipe.core.errors import InputError
 from xpipe.services.tap import TapServiceConfig
 
 MIN_BOX_DEG = 1e-4  # below this (0.36″) a box holds one source: split by obsid instead
@@ -96,7 +97,7 @@ class Box:
 def dec_bands(band_deg: float) -> list[Box]:
     """The top-level pages: Dec bands from -90 to +90, the last one closed at +90."""
     if not 0 < band_deg <= 180:
-        raise ValueError(f"band width must be in (0, 180] degrees, got {band_deg}")
+        raise InputError(f"band width must be in (0, 180] degrees, got {band_deg}")
     n = math.ceil(180.0 / band_deg - 1e-9)
     edges = [-90.0 + i * band_deg for i in range(n)] + [90.0]
     return [Box(lo, hi) for lo, hi in itertools.pairwise(edges)]

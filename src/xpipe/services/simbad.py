@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from xpipe.core.errors import InputError
 from xpipe.services.tap import TapServiceConfig
 from xpipe.services.votable import arrow_to_astropy
 
@@ -38,10 +39,10 @@ class SimbadConfig(TapServiceConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.chunk_rows <= SIMBAD_UPLOAD_LIMIT:
-            raise ValueError(f"SIMBAD uploads hold at most {SIMBAD_UPLOAD_LIMIT:,} rows; "
+            raise InputError(f"SIMBAD uploads hold at most {SIMBAD_UPLOAD_LIMIT:,} rows; "
                              f"chunk of {self.chunk_rows:,} requested")
         if self.radius_arcsec <= 0:
-            raise ValueError(f"match radius must be positive, got {self.radius_arcsec} arcsec")
+            raise InputError(f"match radius must be positive, got {self.radius_arcsec} arcsec")
 
 
 def upload_table(sources: pa.Table) -> Any:

@@ -23,6 +23,8 @@ import pyarrow as pa
 import requests
 from pyvo.dal import DALFormatError, DALQueryError, DALServiceError, TAPService
 
+from xpipe.core.errors import InputError
+from xpipe.core.errors import ServiceError as CoreServiceError
 from xpipe.services.votable import astropy_to_arrow
 
 SleepFn = Callable[[float], None]
@@ -35,7 +37,7 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-class ServiceError(RuntimeError):
+class ServiceError(CoreServiceError):
     """A service query failed for good: rejected, or still failing after every retry."""
 
 
@@ -77,9 +79,9 @@ class TapServiceConfig:
 
     def __post_init__(self) -> None:
         if self.row_limit < 1:
-            raise ValueError(f"row limit must be at least 1, got {self.row_limit}")
+            raise InputError(f"row limit must be at least 1, got {self.row_limit}")
         if min(self.timeout_s, self.job_timeout_s) <= 0:
-            raise ValueError("TAP timeouts must be positive")
+            raise InputError("TAP timeouts must be positive")
 
     def with_url(self, url: str | None) -> Self:
         """This configuration pointed at another service (None or "" keeps the URL)."""

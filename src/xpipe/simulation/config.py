@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from xpipe.core.errors import InputError
+
 _MAX_INT32 = 2**31 - 1
 
 
@@ -28,7 +30,7 @@ class SimulationConfig:
         _check_integers(self)
         _check_fractions(self)
         if self.params_path is not None and not isinstance(self.params_path, str | Path):
-            raise ValueError(f"params_path must be a path or None, got {self.params_path!r}")
+            raise InputError(f"params_path must be a path or None, got {self.params_path!r}")
 
     @property
     def chunk_size(self) -> int:
@@ -49,29 +51,29 @@ def _check_integers(cfg: SimulationConfig) -> None:
     for name in ("n_detections", "seed", "chunk_detections"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
+            raise InputError(f"{name} must be an integer, got {value!r}")
     if cfg.n_detections < 1:
-        raise ValueError(f"n_detections must be >= 1, got {cfg.n_detections}")
+        raise InputError(f"n_detections must be >= 1, got {cfg.n_detections}")
     if cfg.n_detections > _MAX_INT32 - 1:
-        raise ValueError(
+        raise InputError(
             f"n_detections must be < 2**31 - 1 (obsid and region_id are int32), "
             f"got {cfg.n_detections}"
         )
     if cfg.seed < 0:
-        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
+        raise InputError(f"seed must be >= 0, got {cfg.seed}")
     if cfg.chunk_detections < 1:
-        raise ValueError(f"chunk_detections must be >= 1, got {cfg.chunk_detections}")
+        raise InputError(f"chunk_detections must be >= 1, got {cfg.chunk_detections}")
     if cfg.n_chunks > 999_999:
-        raise ValueError(f"{cfg.n_chunks} chunks is too many (max 999,999); raise chunk_detections")
+        raise InputError(f"{cfg.n_chunks} chunks is too many (max 999,999); raise chunk_detections")
 
 
 def _check_fractions(cfg: SimulationConfig) -> None:
     for name in ("match_fraction", "wrong_type_fraction", "outlier_fraction"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+            raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
         if not (0.0 <= float(value) <= 1.0):
-            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+            raise InputError(f"{name} must be in [0, 1], got {value!r}")
 
 
 def default_params_path() -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, ndtr
 
+from xpipe.core.errors import InputError
 from xpipe.simulation.config import default_params_path
 from xpipe.simulation.draws import cdf
 from xpipe.simulation.vocabulary import AGG_CLASS, BANDS, CLASSES, FEATURES, OWN_OTYPE
@@ -111,10 +112,10 @@ def build_model(params: dict[str, Any], sha256: str) -> Model:
         or tuple(params["features"]) != FEATURES
         or params.get("agg_class", AGG_CLASS) != AGG_CLASS
     ):
-        raise ValueError("params file lists other classes or features than the seeds")
+        raise InputError("params file lists other classes or features than the seeds")
     missing = set(OWN_OTYPE.values()) - set(params["simbad"]["otype_codes"])
     if missing:
-        raise ValueError(f"params file lacks the seeds' SIMBAD codes {sorted(missing)}")
+        raise InputError(f"params file lacks the seeds' SIMBAD codes {sorted(missing)}")
     det_cdf = cdf(detections_per_source_pmf(params["detections_per_source"]))
     return Model(
         sha256=sha256,

@@ -16,7 +16,7 @@ import polars as pl
 
 from xpipe.core.config import Settings
 from xpipe.core.errors import WarehouseError
-from xpipe.warehouse.contracts import load_schema
+from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.migrations import check_readable, migrate
 
 SCHEMAS = ("raw", "model", "results", "meta")
@@ -32,7 +32,7 @@ def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConne
     path.parent.mkdir(parents=True, exist_ok=True)
     # Insertion order is never relied on (every output has explicit ids or ORDER BY), and
     # keeping it costs memory on large inserts.
-    config: dict[str, str | int | bool] = {"memory_limit": settings.memory_limit,
+    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": settings.memory_limit,
                                            "preserve_insertion_order": False}
     if settings.threads:
         config["threads"] = settings.threads
@@ -69,7 +69,7 @@ def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for table in META_TABLES:
         if not table_exists(con, table):
-            con.execute(load_schema(table).ddl())
+            create_table(con, table)
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:

@@ -13,7 +13,7 @@ import duckdb
 
 from xpipe import __version__
 from xpipe.core.errors import WarehouseError
-from xpipe.warehouse.contracts import load_schema
+from xpipe.warehouse.contracts import create_table
 
 VERSION_TABLE = "meta.schema_version"
 UNVERSIONED = 1  # warehouses written before meta.schema_version existed
@@ -67,7 +67,7 @@ def migrate(con: duckdb.DuckDBPyConnection, path: object) -> list[int]:
     try:
         if not _has_table(con, "meta", "schema_version"):
             con.execute("CREATE SCHEMA IF NOT EXISTS meta")
-            con.execute(load_schema(VERSION_TABLE).ddl())
+            create_table(con, VERSION_TABLE)
         if version is None:  # a new warehouse starts at the current layout
             _record(con, CURRENT, "new warehouse")
             con.execute("COMMIT")
