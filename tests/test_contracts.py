@@ -200,3 +200,16 @@ def test_classify_writes_what_the_contracts_declare(tmp_path_factory) -> None:
     assert {"results.detection_class", "model.gmm_components", "model.versions"} <= set(checked)
     for table in checked:
         check_contract(con, table)
+
+
+def test_pull_tables_are_their_contracts() -> None:
+    """The tables a resumable pull lands rows in are declared like any other (schemas/), and
+    the paging mechanism's idea of their columns agrees with the declaration."""
+    from xpipe.ingest.crossmatch import XMATCH
+    from xpipe.ingest.pull import pull_spec
+    from xpipe.services.csc import CSC_RELEASES
+
+    for spec in (pull_spec(CSC_RELEASES["csc20"]), XMATCH):
+        declared = contract(spec.pull_table)
+        assert declared.names == (*spec.unit_columns, *spec.columns()), spec.pull_table
+        assert declared.origin == f"schemas/{spec.pull_table}.yaml"

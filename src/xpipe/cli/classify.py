@@ -126,7 +126,12 @@ def classify_new(ctx: click.Context, file: Path, *, model_ref: str | None, appen
                  out: Path | None, max_rows: int) -> None:
     """Classify the detections in FILE (VOTable, CSV, Parquet) with a frozen model."""
     from xpipe.predict.classify_new import append as append_results
-    from xpipe.predict.classify_new import display_frames, resolve_model, summary_lines, write_table
+    from xpipe.predict.classify_new import (
+        display_frames,
+        resolve_model,
+        summary_lines,
+        write_output_file,
+    )
     from xpipe.predict.new import predict
 
     settings = settings_from(ctx)
@@ -144,7 +149,7 @@ def classify_new(ctx: click.Context, file: Path, *, model_ref: str | None, appen
     click.echo(f"classified in {seconds:.1f} s "
                f"({prediction.detections.height / max(seconds, 1e-9):,.0f} detections/s)")
     if out is not None:
-        write_table(prediction.detections, out)
+        write_output_file(prediction.detections, out)
         click.echo(f"wrote {out}")
     if append:
         with connect(settings) as con:

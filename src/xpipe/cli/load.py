@@ -58,9 +58,9 @@ def ensure_simulation(sim_dir: Path, n_detections: int, *, seed: int) -> None:
             click.echo(f"using simulated catalogue in {sim_dir} ({n_detections} detections, "
                        f"seed {seed})")
             return
-    click.get_current_context().invoke(
-        simulate, n_detections=n_detections, seed=seed, out_dir=sim_dir, match_fraction=0.5,
-        wrong_type_fraction=0.05, chunk_detections=1_000_000)
+    # click fills every option not given here with its default, as on the command line
+    click.get_current_context().invoke(simulate, n_detections=n_detections, seed=seed,
+                                       out_dir=sim_dir)
 
 
 @click.command()

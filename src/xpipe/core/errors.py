@@ -12,15 +12,15 @@ class InputError(XpipeError, ValueError):
     """Input does not match its contract, or an argument is out of range (file, row, column)."""
 
 
-class WarehouseError(XpipeError):
+class WarehouseError(XpipeError, RuntimeError):
     """The warehouse is missing or lacks the tables a command needs."""
 
 
-class ModelCheckError(XpipeError):
+class ModelCheckError(XpipeError, RuntimeError):
     """A model's output broke one of its declared checks, or a fit failed (no convergence)."""
 
 
-class ServiceError(XpipeError):
+class ServiceError(XpipeError, RuntimeError):
     """A TAP service failed, refused a query, or answered something unusable."""
 
 
@@ -38,5 +38,5 @@ class UserQueryError(XpipeError, ValueError):
     """The user's own query was refused (it would write) or failed."""
 
 
-class ResourceError(XpipeError):
+class ResourceError(XpipeError, RuntimeError):
     """The machine ran out of something: memory, disk, or a lock another process holds."""

@@ -107,7 +107,7 @@ def _base_type(duck_type: str) -> str:
     return duck_type.split("(")[0].upper()
 
 
-def column_expression(col_name: str, target: str, src: str | None, src_type: str | None,
+def column_expression(col_name: str, target: str, *, src: str | None, src_type: str | None,
                       origin: str, typed: bool) -> str:
     """SQL turning one input column into its contract type, or an error if it cannot.
 
@@ -204,7 +204,7 @@ def create_staging(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return staged
 
 
-def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile,
+def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile, *,
                  id_offset: int = 0, id_column: str | None = None) -> int:
     """Validate one input against `table`'s contract and append it to the staging table.
 
@@ -215,8 +215,9 @@ def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile,
     staged = staging_name(table)
     origin = str(inp.path)
     mapping = resolve_columns(schema, list(inp.column_types), origin)
-    exprs = [column_expression(c.name, c.type, mapping[c.name],
-                               inp.column_types.get(mapping[c.name] or ""), origin, inp.typed)
+    exprs = [column_expression(c.name, c.type, src=mapping[c.name],
+                               src_type=inp.column_types.get(mapping[c.name] or ""),
+                               origin=origin, typed=inp.typed)
              for c in schema.columns]
     find_bad_casts(con, inp, schema, mapping)
     generated = [f"{id_offset} + source_row AS {g.name}" if g.name == id_column else g.name
@@ -255,7 +256,7 @@ def open_arrow(con: duckdb.DuckDBPyConnection, table: pa.Table, origin: str, ali
     return InputFile(path=Path(origin), relation_sql=sql, column_types=types, typed=True)
 
 
-def load_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
+def load_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], *,
                progress: ProgressFn | None = None, id_column: str | None = None) -> int:
     """Build the staging table for `table` from `files`, validated; returns rows loaded.
 
@@ -273,7 +274,7 @@ def load_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
     return loaded
 
 
-def check_unique(con: duckdb.DuckDBPyConnection, table: str, key: list[str], what: str,
+def check_unique(con: duckdb.DuckDBPyConnection, table: str, key: list[str], *, what: str,
                  where: str = "TRUE") -> None:
     """Duplicated keys are an error naming both rows: silently keeping one would hide bad input.
 

@@ -50,7 +50,7 @@ def stage_detections(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     # Not (obsid, obi, region_id) alone: in CSC one detection region can belong to two master
     # sources (ambiguous associations), and the per-detection query returns it once for each.
     check_unique(con, staging_name("raw.detections"), list(detection_key()),
-                 "detection key", where='"region_id" IS NOT NULL')
+                 what="detection key", where='"region_id" IS NOT NULL')
     return rows
 
 
@@ -62,7 +62,7 @@ def stage_simbad(con: duckdb.DuckDBPyConnection, path: Path | None) -> int:
         return 0
     with progress_bar("load SIMBAD objects", total=None) as bar:
         rows = load_files(con, "raw.simbad", _files(path), progress=bar.update)
-    check_unique(con, staged, ["main_id"], "SIMBAD main_id")
+    check_unique(con, staged, ["main_id"], what="SIMBAD main_id")
     return rows
 
 

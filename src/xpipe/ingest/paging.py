@@ -30,10 +30,6 @@ from xpipe.warehouse.contracts import SchemaError, create_table, load_schema
 
 MANIFEST = "meta.ingest_pages"
 TOTAL_PAGE = "*"
-# Columns a pull table holds besides the contract's: the unit's id and top-level index, and
-# the row number within the service's answer.
-UNIT_COLUMNS = {"page_id": "VARCHAR NOT NULL", "top_index": "INTEGER NOT NULL",
-                "source_row": "BIGINT"}
 FROM_UNIT = ("page_id", "top_index")
 EchoFn = Callable[[str], None]
 
@@ -92,7 +88,8 @@ class PullSpec:
     pull: str  # its key in the manifest: csc20, csc21, simbad
     contract: str  # the table contract its rows are validated against
     pull_table: str  # where landed rows wait for the final table
-    unit_columns: tuple[str, ...] = ("page_id",)  # of UNIT_COLUMNS, first in the pull table
+    # the pull table's own columns before the contract's (its contract: schemas/<pull_table>)
+    unit_columns: tuple[str, ...] = ("page_id",)
     id_column: str | None = None  # a generated id the contract numbers rows by
     what: str = "pull"  # for messages: "csc20 pull", "cross-match"
     noun: str = "page"  # for messages: page, chunk
@@ -104,10 +101,6 @@ class PullSpec:
     def columns(self) -> list[str]:
         return [c.name for c in load_schema(self.contract).columns]
 
-    def pull_table_ddl(self) -> str:
-        cols = [f"{c} {UNIT_COLUMNS[c]}" for c in self.unit_columns]
-        cols += [f'"{c.name}" {c.type}' for c in load_schema(self.contract).columns]
-        return f"CREATE TABLE {self.pull_table} (\n  " + ",\n  ".join(cols) + "\n)"
 
 
 class Step(NamedTuple):
@@ -256,7 +249,7 @@ class ResumablePull:
     def _ensure_pull_table(self) -> None:
         spec = self.spec
         if not table_exists(self.con, spec.pull_table):
-            self.con.execute(spec.pull_table_ddl())
+            create_table(self.con, spec.pull_table)
             return
         found = [r[0] for r in self.con.execute(f"DESCRIBE {spec.pull_table}").fetchall()]
         if found != [*spec.unit_columns, *spec.columns()]:

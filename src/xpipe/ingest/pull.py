@@ -204,7 +204,7 @@ def stage_final(con: duckdb.DuckDBPyConnection, config: CscConfig) -> int:
         f"'{label}' || lpad(CAST(top_index AS VARCHAR), 3, '0'), "
         f"row_number() OVER (PARTITION BY top_index ORDER BY {order}), {quoted(names)} "
         f"FROM {PULL_TABLE}")
-    check_unique(con, staged, list(KEY), "detection key", where='"region_id" IS NOT NULL')
+    check_unique(con, staged, list(KEY), what="detection key", where='"region_id" IS NOT NULL')
     return count_rows(con, f"SELECT count(*) FROM {staged}")
 
 

@@ -24,10 +24,6 @@ from xpipe.method.mixture import MixtureParams, weighted_log_density
 
 F64 = NDArray[np.float64]
 
-ANOMALY_COLUMNS = {"log_likelihood": "DOUBLE", "min_mahalanobis_sq": "DOUBLE",
-                   "nearest_class": "VARCHAR", "anomaly_p": "DOUBLE"}
-
-
 def log_likelihood(log_density: F64) -> F64:
     """Mixture log-likelihood per row from `weighted_log_density` (n, K)."""
     return logsumexp(log_density, axis=1)

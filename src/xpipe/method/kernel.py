@@ -211,6 +211,19 @@ def softmin(distances: F64, n_jobs: int | None = None) -> F64:
     return out
 
 
+def usable_classes(counts: NDArray[np.integer], min_references: int) -> NDArray[np.bool_]:
+    """Which (cluster, class) pairs have enough references for a covariance (at least 2)."""
+    return np.asarray(counts) >= max(min_references, 2)
+
+
+def predicted_codes(proba: F64) -> NDArray[np.int64]:
+    """The most probable class code of each row; -1 where a row cannot be classified (NaN)."""
+    unclassified = np.asarray(np.isnan(proba).any(axis=1))
+    codes = np.argmax(np.where(unclassified[:, None], -1.0, proba), axis=1)
+    codes[unclassified] = -1
+    return codes
+
+
 class MahalanobisSoftmin:
     """Classifies detections by their squared Mahalanobis distance to each reference class of
     their own cluster; classes with fewer than `min_references` references there get p = 0.
@@ -260,7 +273,7 @@ class MahalanobisSoftmin:
         shape = (self.n_clusters_, self.n_classes_)
         f = self.n_features_in_
         self.counts_ = np.array([[m.n for m in row] for row in self._moments]).reshape(shape)
-        self.usable_ = self.counts_ >= max(self.min_references, 2)
+        self.usable_ = usable_classes(self.counts_, self.min_references)
         self.means_ = np.zeros((*shape, f))
         self.pinv_ = np.zeros((*shape, f, f))
         self.factors_ = np.zeros((*shape, f, f))
@@ -276,7 +289,7 @@ class MahalanobisSoftmin:
         """Restore fitted state from stored statistics (a frozen model); shapes from `means`."""
         self.n_clusters_, self.n_classes_, self.n_features_in_ = np.shape(means)
         self.counts_ = np.asarray(counts)
-        self.usable_ = self.counts_ >= max(self.min_references, 2)
+        self.usable_ = usable_classes(self.counts_, self.min_references)
         self.means_ = np.asarray(means, dtype=np.float64)
         self.pinv_ = np.asarray(pinv, dtype=np.float64)
         self.factors_ = np.zeros_like(self.pinv_)
@@ -314,7 +327,4 @@ class MahalanobisSoftmin:
 
     def predict(self, x: F64, clusters: NDArray[np.integer]) -> NDArray[np.int64]:
         """0-based class codes; -1 where the cluster has no usable class."""
-        proba = self.predict_proba(x, clusters)
-        codes = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)
-        codes[np.isnan(proba).any(axis=1)] = -1
-        return codes
+        return predicted_codes(self.predict_proba(x, clusters))

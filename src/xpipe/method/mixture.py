@@ -41,17 +41,17 @@ def fit_gaussian_mixture(x: F64, n_components: int, random_state: int) -> Gaussi
                                random_state=random_state).fit(x)
 
 
-def mixture_params(model: GaussianMixture) -> MixtureParams:
-    return MixtureParams(model.weights_, model.means_, model.covariances_)
+def mixture_params(gmm: GaussianMixture) -> MixtureParams:
+    return MixtureParams(gmm.weights_, gmm.means_, gmm.covariances_)
 
 
 def fit_mixture(x: F64, n_components: int = 6, random_state: int = 42) -> MixtureParams:
     """The classification's mixture: a fit that did not converge is refused."""
-    model = fit_gaussian_mixture(x, n_components, random_state)
-    if not model.converged_:
+    gmm = fit_gaussian_mixture(x, n_components, random_state)
+    if not gmm.converged_:
         raise NotConvergedError(f"GaussianMixture(K={n_components}) did not converge in "
-                                f"{model.max_iter} iterations on {len(x)} rows")
-    return mixture_params(model)
+                                f"{gmm.max_iter} iterations on {len(x)} rows")
+    return mixture_params(gmm)
 
 
 def weighted_log_density(x: F64, params: MixtureParams) -> F64:

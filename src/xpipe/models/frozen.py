@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xpipe import __version__
-from xpipe.method.kernel import MahalanobisSoftmin
+from xpipe.method.kernel import MahalanobisSoftmin, usable_classes
 from xpipe.method.mixture import MixtureParams
 
 F64 = NDArray[np.float64]
@@ -43,7 +43,7 @@ class FeatureScaling:
     max_value: float | None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class FrozenModel:
     """An immutable, self-contained classification model (one version)."""
 
@@ -69,7 +69,7 @@ class FrozenModel:
 
     @property
     def usable(self) -> NDArray[np.bool_]:
-        return self.reference_counts >= max(self.min_references, 2)
+        return usable_classes(self.reference_counts, self.min_references)
 
     def arrays(self) -> dict[str, np.ndarray]:
         values = {"mixture_weights": self.mixture.weights, "mixture_means": self.mixture.means,

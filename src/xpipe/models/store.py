@@ -168,8 +168,10 @@ def load(con: duckdb.DuckDBPyConnection, ref: str | None = None) -> FrozenModel:
         if row["usable"]:
             means[i, j] = row["mean"]
             pinv[i, j] = np.asarray(row["pinv"]).reshape(f, f)
-    model = FrozenModel(version, classes, features, _json(selection), _json(params), scaling,
-                        mixture, counts, means, pinv, _json(provenance))
+    model = FrozenModel(version=version, classes=classes, features=features,
+                        selection=_json(selection), params=_json(params), scaling=scaling,
+                        mixture=mixture, reference_counts=counts, reference_means=means,
+                        reference_pinv=pinv, provenance=_json(provenance))
     if model.content_hash != stored_hash:
         raise WarehouseError(f"model version {version} was altered: stored hash "
                              f"{stored_hash[:12]}…, content now hashes to "

@@ -16,14 +16,14 @@ import polars as pl
 from xpipe.core.config import Settings
 from xpipe.core.errors import ModelCheckError, TooFewRowsError
 from xpipe.method.kernel import MahalanobisSoftmin
-from xpipe.method.mixture import MixtureParams, NotConvergedError, assign_clusters, fit_mixture
+from xpipe.method.mixture import MixtureParams, NotConvergedError, fit_mixture
 from xpipe.models import frozen, store
 from xpipe.predict.scoring import (
+    assign_chunks,
     cleaned_rows,
     create_detection_class,
-    feature_matrix,
-    feature_select,
     fit_reference_stats,
+    fit_sample,
     insert_detection_class,
     score_chunk,
 )
@@ -74,23 +74,12 @@ def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyPar
             f"features): too few for a {params.n_components}-component mixture")
 
 
-def fit_sample_query(params: ClassifyParams, n_clean: int, columns: str) -> str:
-    """The rows the mixture is fitted on: every cleaned detection, or above `fit_sample_size` a
-    seeded sample that does not depend on ingest order (`xpipe bic`/`stability` reuse it)."""
-    if params.fit_sample_size is None or n_clean <= params.fit_sample_size:
-        return f"SELECT {columns} FROM model.scaled_features ORDER BY det_id"
-    return (f"SELECT {columns} FROM model.scaled_features ORDER BY hash(det_id, "
-            f"{int(params.random_state)}), det_id LIMIT {int(params.fit_sample_size)}")
-
-
 def fit_clusters(con: duckdb.DuckDBPyConnection, params: ClassifyParams, run_id: str
                  ) -> MixtureParams:
     """Fit on all cleaned detections, or a seeded, ingest-order-independent sample of them."""
-    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
-    query = fit_sample_query(params, n_clean, feature_select())
+    x = fit_sample(con, sample_size=params.fit_sample_size, random_state=params.random_state)
     try:
-        mixture = fit_mixture(feature_matrix(con.sql(query).pl()), params.n_components,
-                              params.random_state)
+        mixture = fit_mixture(x, params.n_components, params.random_state)
     except NotConvergedError as exc:
         raise ModelCheckError(str(exc)) from exc
     create_table(con, "model.gmm_components", replace=True)
@@ -101,14 +90,13 @@ def fit_clusters(con: duckdb.DuckDBPyConnection, params: ClassifyParams, run_id:
 
 def assign_all(con: duckdb.DuckDBPyConnection, mixture: MixtureParams, chunk_rows: int) -> None:
     create_table(con, "model.detection_cluster", replace=True)
-    for frame in cleaned_rows(con, role=None, chunk_rows=chunk_rows, desc="assign clusters",
-                              stored_clusters=False):
-        labels = assign_clusters(feature_matrix(frame), mixture).astype(np.int32)
+    for frame, labels in assign_chunks(con, mixture, chunk_rows=chunk_rows,
+                                       desc="assign clusters"):
         insert_frame(con, "model.detection_cluster",
-                     pl.DataFrame({"det_id": frame["det_id"], "cluster": labels}))
+                     pl.DataFrame({"det_id": frame["det_id"], "cluster": labels.astype(np.int32)}))
 
 
-def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clusters: int,
+def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, *, n_clusters: int,
                    chunk_rows: int) -> MahalanobisSoftmin:
     references = cleaned_rows(con, role="reference", chunk_rows=chunk_rows,
                               desc="reference statistics")
@@ -121,7 +109,7 @@ def fit_references(con: duckdb.DuckDBPyConnection, params: ClassifyParams, n_clu
     return kernel
 
 
-def classify_targets(con: duckdb.DuckDBPyConnection, kernel: MahalanobisSoftmin,
+def classify_targets(con: duckdb.DuckDBPyConnection, kernel: MahalanobisSoftmin, *,
                      mixture: MixtureParams, chunk_rows: int) -> None:
     """Probabilities and anomaly scores of every target."""
     create_detection_class(con)
@@ -192,12 +180,13 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: Classif
             assign_all(con, mixture, settings.chunk_rows)
             check_written(con, "model.detection_cluster")
         with run.stage("reference_stats"):
-            kernel = fit_references(con, params, mixture.n_components, settings.chunk_rows)
+            kernel = fit_references(con, params, n_clusters=mixture.n_components,
+                                    chunk_rows=settings.chunk_rows)
             check_written(con, "model.reference_stats")
         with run.stage("model_version"):
             store_model_version(con, run.run_id, params=params, mixture=mixture, kernel=kernel)
         with run.stage("kernel"):
-            classify_targets(con, kernel, mixture, settings.chunk_rows)
+            classify_targets(con, kernel, mixture=mixture, chunk_rows=settings.chunk_rows)
             check_written(con, "results.detection_class")
         with run.stage("votes"):
             run_models(con, ["votes"])  # the votes (scoring.VOTE_MODELS) and published layouts

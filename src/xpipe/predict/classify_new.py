@@ -33,14 +33,11 @@ def resolve_model(settings: Settings, ref: str | None) -> FrozenModel:
     """`--model`: an exported model file, or a version in the warehouse (default: latest)."""
     if ref is not None and Path(ref).is_file():
         return model_file.read_file(Path(ref))
-    con = connect(settings, read_only=True)
-    try:
+    with connect(settings, read_only=True) as con:
         return store.load(con, ref)
-    finally:
-        con.close()
 
 
-def write_table(frame: pl.DataFrame, path: Path) -> None:
+def write_output_file(frame: pl.DataFrame, path: Path) -> None:
     """Parquet for .parquet/.pq, CSV otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in {".parquet", ".pq"}:

@@ -136,7 +136,7 @@ def load_detections(con: duckdb.DuckDBPyConnection, inputs: Sequence[Input]) -> 
                                      id_column="det_id")
                 loaded += count
                 bar.update(count)
-    check_unique(con, staging_name("raw.detections"), list(KEY), "detection key",
+    check_unique(con, staging_name("raw.detections"), list(KEY), what="detection key",
                  where='"region_id" IS NOT NULL')
     swap_in(con, "raw.detections")
     return loaded

@@ -10,7 +10,10 @@ chunk size, not by the catalogue.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -20,7 +23,7 @@ from numpy.typing import NDArray
 from xpipe.core.config import Settings
 from xpipe.core.progress import progress_bar
 from xpipe.method.anomaly import anomaly_frame
-from xpipe.method.kernel import MahalanobisSoftmin, softmin
+from xpipe.method.kernel import MahalanobisSoftmin, predicted_codes, softmin
 from xpipe.method.mixture import MixtureParams, assign_clusters
 from xpipe.warehouse.connection import connect_memory, insert_frame, scalar
 from xpipe.warehouse.contracts import create_table
@@ -30,6 +33,7 @@ from xpipe.warehouse.sql_models import load_macros, run_models
 F64 = NDArray[np.float64]
 
 ROWS_VIEW = "__cleaned_rows"
+_VIEW_IDS = itertools.count()
 VOTE_MODELS = ["results.source_class_probs", "results.source_class"]
 
 
@@ -83,13 +87,40 @@ def cleaned_rows(con: duckdb.DuckDBPyConnection, *, role: str | None, chunk_rows
                     if stored_clusters else "")
     cluster_col = "c.cluster, " if stored_clusters else ""
     where = "TRUE" if role is None else f"r.role = '{role}'"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {ROWS_VIEW} AS SELECT s.det_id, f.name, f.obsid, "
+    view = f"{ROWS_VIEW}_{next(_VIEW_IDS)}"  # its own view: two readers may be open at once
+    con.execute(f"CREATE TEMP VIEW {view} AS SELECT s.det_id, f.name, f.obsid, "
                 f"f.ra, f.dec, r.role, r.label_class, {cluster_col}{feature_select('s.')} "
                 "FROM model.scaled_features AS s JOIN model.detection_roles AS r USING (det_id) "
                 f"{cluster_join}JOIN model.detection_features AS f USING (det_id) "
                 f"WHERE {where}")
-    query = f"SELECT * FROM {ROWS_VIEW} WHERE det_id BETWEEN {{lo}} AND {{hi}} ORDER BY det_id"
-    yield from iter_chunks(con, query, ROWS_VIEW, chunk_rows=chunk_rows, desc=desc)
+    query = f"SELECT * FROM {view} WHERE det_id BETWEEN {{lo}} AND {{hi}} ORDER BY det_id"
+    try:
+        yield from iter_chunks(con, query, view, chunk_rows=chunk_rows, desc=desc)
+    finally:  # after a failure the transaction may be aborted: the view then goes with it
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+
+
+def fit_sample(con: duckdb.DuckDBPyConnection, *, sample_size: int | None,
+               random_state: int) -> F64:
+    """The scaled features the mixture is fitted on: every cleaned detection, or above
+    `sample_size` a seeded sample that does not depend on ingest order (classify, bic and
+    stability all fit on this)."""
+    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
+    order = "det_id"
+    if sample_size is not None and n_clean > sample_size:
+        order = f"hash(det_id, {int(random_state)}), det_id LIMIT {int(sample_size)}"
+    return feature_matrix(con.sql(f"SELECT {feature_select()} FROM model.scaled_features "
+                                  f"ORDER BY {order}").pl())
+
+
+def assign_chunks(con: duckdb.DuckDBPyConnection, mixture: MixtureParams, *, chunk_rows: int,
+                  desc: str) -> Iterator[tuple[pl.DataFrame, NDArray[np.int64]]]:
+    """Every cleaned detection, chunk by chunk (det_id order), with its cluster under
+    `mixture`."""
+    for frame in cleaned_rows(con, role=None, chunk_rows=chunk_rows, desc=desc,
+                              stored_clusters=False):
+        yield frame, assign_clusters(feature_matrix(frame), mixture)
 
 
 def fit_reference_stats(chunks: Iterable[pl.DataFrame], *, n_clusters: int,
@@ -109,10 +140,8 @@ def fit_reference_stats(chunks: Iterable[pl.DataFrame], *, n_clusters: int,
 def probability_frame(frame: pl.DataFrame, proba: F64) -> pl.DataFrame:
     """The results.detection_class rows for a chunk: probabilities, then the argmax class."""
     classes = class_names()
-    classified = np.asarray(~np.isnan(proba).any(axis=1))
-    codes = np.argmax(np.where(classified[:, None], proba, -1.0), axis=1)
-    pred = np.array(classes, dtype=object)[codes]
-    pred[~classified] = None
+    codes = predicted_codes(proba)
+    pred = np.array([*classes, None], dtype=object)[codes]  # code -1 picks the None
     columns = {name: pl.Series(name, proba[:, k], nan_to_null=True)
                for k, name in enumerate(classes)}
     return frame.select("det_id", "name", "obsid", "ra", "dec", "cluster").with_columns(
@@ -160,18 +189,23 @@ def vote(con: duckdb.DuckDBPyConnection) -> None:
     run_models(con, names=VOTE_MODELS)
 
 
-def vote_in_memory(detection_class: pl.DataFrame, settings: Settings | None = None
-                   ) -> pl.DataFrame:
-    """results.source_class for a per-detection table, by the warehouse's own voting SQL run in
-    an in-memory DuckDB (nothing in the warehouse is touched)."""
-    con = connect_memory(settings)
-    try:
+@contextmanager
+def voting_warehouse(settings: Settings | None = None
+                     ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory warehouse with the seeds and an empty results.detection_class, where the
+    warehouse's own voting SQL runs on detections from elsewhere."""
+    with connect_memory(settings) as con:
         load_macros(con)
         run_models(con, layers=["seeds"])
         create_detection_class(con)
+        yield con
+
+
+def vote_in_memory(detection_class: pl.DataFrame, settings: Settings | None = None
+                   ) -> pl.DataFrame:
+    """results.source_class for a per-detection table (nothing in the warehouse is touched)."""
+    with voting_warehouse(settings) as con:
         if detection_class.height:
             insert_detection_class(con, detection_class)
         vote(con)
         return con.sql("SELECT * FROM results.source_class").pl()
-    finally:
-        con.close()

@@ -10,30 +10,29 @@ from pathlib import Path
 
 from xpipe.ingest.files import load_files
 from xpipe.predict.export import export_results
-from xpipe.predict.scoring import create_detection_class
-from xpipe.warehouse.connection import connect_memory, only_row, scalar, staging_name
+from xpipe.predict.scoring import voting_warehouse
+from xpipe.warehouse.connection import only_row, scalar, staging_name
 from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.seeds import class_names
-from xpipe.warehouse.sql_models import check_written, load_macros, run_models
+from xpipe.warehouse.sql_models import check_written, run_models
 
 
 def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, int]:
-    con = connect_memory()
-    load_macros(con)
-    # The feature columns of the published per-source layout come from raw detections,
-    # which a per-detection classification file does not carry: they stay empty.
-    create_table(con, "raw.detections")
-    run_models(con, layers=["seeds"], names=["model.stg_detections", "model.detection_features"])
-    load_files(con, "raw.paper_detections", [detections], id_column="det_id")
-    create_detection_class(con)
-    probs = ", ".join(f'"{c}"' for c in class_names())
-    con.execute(f"INSERT INTO results.detection_class BY NAME SELECT det_id, name, obsid, ra, "
-                f"dec, cluster, {probs}, main_type AS pred_class "
-                f"FROM {staging_name('raw.paper_detections')}")
-    check_written(con, "results.detection_class")
-    run_models(con, layers=["votes"])
-    export_results(con, out_dir, fmt)
-    row = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "
-                      "count(*) FILTER (WHERE NOT is_unique) FROM results.source_class")
-    return {"detections": int(scalar(con, "SELECT count(*) FROM results.detection_class")),
-            "sources": row[0], "uniquely_classified": row[1], "ambiguous": row[2]}
+    with voting_warehouse() as con:
+        # The feature columns of the published per-source layout come from raw detections,
+        # which a per-detection classification file does not carry: they stay empty.
+        create_table(con, "raw.detections")
+        run_models(con, names=["model.stg_detections", "model.detection_features"])
+        load_files(con, "raw.paper_detections", [detections], id_column="det_id")
+        probs = ", ".join(f'"{c}"' for c in class_names())
+        con.execute(f"INSERT INTO results.detection_class BY NAME SELECT det_id, name, obsid, "
+                    f"ra, dec, cluster, {probs}, main_type AS pred_class "
+                    f"FROM {staging_name('raw.paper_detections')}")
+        check_written(con, "results.detection_class")
+        run_models(con, layers=["votes"])  # the votes and the published layouts
+        export_results(con, out_dir, fmt)
+        row = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "
+                          "count(*) FILTER (WHERE NOT is_unique) FROM results.source_class")
+        detections_count = int(scalar(con, "SELECT count(*) FROM results.detection_class"))
+    return {"detections": detections_count, "sources": row[0], "uniquely_classified": row[1],
+            "ambiguous": row[2]}

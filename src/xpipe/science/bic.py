@@ -26,12 +26,11 @@ from xpipe.science.common import (
     classify_params,
     classify_run_id,
     fit_sample,
-    insert_frame,
     require_classified,
 )
 from xpipe.warehouse.connection import transaction
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
-from xpipe.warehouse.sql_models import run_models
+from xpipe.warehouse.sql_models import run_models, write_table
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def run_bic(con: duckdb.DuckDBPyConnection, params: BicParams) -> BicResult:
 
             scores = bic_grid(x, tasks, params.n_jobs, on_done=advance)
         with run.stage("store"), transaction(con):
-            insert_frame(con, "results.bic_scores",
+            write_table(con, "results.bic_scores",
                          bic_scores_frame(scores, run.run_id, classify_run))
             run_models(con, names=["results.bic_curve"])
         curve = con.sql("SELECT * FROM results.bic_curve ORDER BY k").pl()

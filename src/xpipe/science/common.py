@@ -1,5 +1,5 @@
-"""What the science commands share: the stored classification they start from, the fit sample,
-mixture fits that report (rather than raise on) non-convergence, and writing checked tables."""
+"""What the science commands share: the stored classification they start from (its run and
+parameters), its fit sample, and whether a stored analysis is current for it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from dataclasses import fields
 
 import duckdb
 import numpy as np
-import polars as pl
 from numpy.typing import NDArray
 
-from xpipe.predict.batch import ClassifyParams, fit_sample_query
-from xpipe.predict.scoring import feature_matrix, feature_select
+from xpipe.predict import scoring
+from xpipe.predict.batch import ClassifyParams
 from xpipe.warehouse.connection import (
     WarehouseError,
     first_row,
@@ -20,7 +19,6 @@ from xpipe.warehouse.connection import (
     scalar,
     table_exists,
 )
-from xpipe.warehouse.sql_models import write_table
 
 F64 = NDArray[np.float64]
 
@@ -52,13 +50,8 @@ def classify_params(con: duckdb.DuckDBPyConnection) -> ClassifyParams:
 
 def fit_sample(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> F64:
     """The scaled features `xpipe classify` fits its mixture on, for these parameters."""
-    n_clean = int(scalar(con, "SELECT count(*) FROM model.scaled_features"))
-    return feature_matrix(con.sql(fit_sample_query(params, n_clean, feature_select())).pl())
-
-
-def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Replace `table` by `frame` and enforce the checks of its `materialized: python` sidecar."""
-    write_table(con, table, frame)
+    return scoring.fit_sample(con, sample_size=params.fit_sample_size,
+                              random_state=params.random_state)
 
 
 def stored_run_id(con: duckdb.DuckDBPyConnection, table: str) -> str | None:

@@ -26,10 +26,10 @@ from xpipe.predict.batch import stage_counts
 from xpipe.science import figures
 from xpipe.science.common import classify_params, classify_run_id, require_classified
 from xpipe.warehouse.connection import table_exists
-from xpipe.warehouse.seeds import class_names
+from xpipe.warehouse.seeds import aggregated_class_names, class_names
 from xpipe.warehouse.sql_models import discover_models
 
-AGG_ORDER = ("AGN", "Seyfert", "XB", "YSO")
+AGG_ORDER = aggregated_class_names()
 PAPER_GROUP_RECALL = {"young stars": 0.88, "large accretors": 0.75, "small accretors": 0.66}
 PAPER_KAPPA = 0.94
 SECTION_LABELS = ("metadata", "stages", "bic", "clusters", "sky maps", "density maps",

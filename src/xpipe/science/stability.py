@@ -24,14 +24,13 @@ from xpipe.core.errors import InputError
 from xpipe.core.progress import progress_bar
 from xpipe.method.mixture import (
     MixtureParams,
-    assign_clusters,
     fit_gaussian_mixture,
     mixture_params,
 )
 from xpipe.predict.batch import ClassifyParams
 from xpipe.predict.scoring import (
+    assign_chunks,
     cleaned_rows,
-    feature_matrix,
     fit_reference_stats,
     score_chunk,
     vote_in_memory,
@@ -40,11 +39,11 @@ from xpipe.science.common import (
     classify_params,
     classify_run_id,
     fit_sample,
-    insert_frame,
     require_classified,
 )
 from xpipe.warehouse.connection import transaction
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
+from xpipe.warehouse.sql_models import write_table
 
 UNCLASSIFIED = "unclassified"
 AMBIGUOUS = "ambiguous"
@@ -105,7 +104,7 @@ def changed_fractions(stored: pl.DataFrame, alternative: pl.DataFrame) -> tuple[
             float(mean_of(joined["agg"] != joined["agg_alt"])))
 
 
-def rerun_classification(con: duckdb.DuckDBPyConnection, mixture: MixtureParams,
+def rerun_classification(con: duckdb.DuckDBPyConnection, mixture: MixtureParams, *,
                          min_references: int, chunk_rows: int
                          ) -> tuple[NDArray[np.int64], pl.DataFrame]:
     """Clusters of every cleaned detection (det_id order) and the detection_class rows the
@@ -114,9 +113,8 @@ def rerun_classification(con: duckdb.DuckDBPyConnection, mixture: MixtureParams,
     ids: list[pl.Series] = []
 
     def references() -> Iterator[pl.DataFrame]:
-        for frame in cleaned_rows(con, role=None, chunk_rows=chunk_rows,
-                                  desc="stability: clusters", stored_clusters=False):
-            labels = assign_clusters(feature_matrix(frame), mixture)
+        for frame, labels in assign_chunks(con, mixture, chunk_rows=chunk_rows,
+                                           desc="stability: clusters"):
             clusters.append(labels)
             ids.append(frame["det_id"])
             yield frame.with_columns(cluster=pl.Series(labels)).filter(
@@ -149,8 +147,8 @@ def compare(con: duckdb.DuckDBPyConnection, stored: ClassifyParams, alt: Alterna
     with threadpool_limits(limits=1, user_api="blas"):
         gmm = fit_gaussian_mixture(fit_sample(con, params), alt.n_components, alt.random_state)
         mixture = mixture_params(gmm)
-        clusters, detection_class = rerun_classification(con, mixture, stored.min_references,
-                                                         chunk_rows)
+        clusters, detection_class = rerun_classification(
+            con, mixture, min_references=stored.min_references, chunk_rows=chunk_rows)
     sources = vote_in_memory(detection_class)
     fine, agg = changed_fractions(stored_sources, sources)
     return {
@@ -194,7 +192,7 @@ def run_stability(con: duckdb.DuckDBPyConnection, params: StabilityParams, chunk
             run_id=pl.lit(run.run_id), classify_run_id=pl.lit(classify_run),
             n_components=pl.col("n_components").cast(pl.Int32))
         with run.stage("store"), transaction(con):
-            insert_frame(con, "results.stability", table)
+            write_table(con, "results.stability", table)
         run.count("alternatives", len(rows))
     return StabilityResult(run, table)
 

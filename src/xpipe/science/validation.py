@@ -25,12 +25,11 @@ from xpipe.predict.scoring import cleaned_rows, fit_reference_stats, score_chunk
 from xpipe.science.common import (
     classify_params,
     classify_run_id,
-    insert_frame,
     require_classified,
 )
 from xpipe.warehouse.connection import scalar, transaction
 from xpipe.warehouse.provenance import RunRecorder, recorded_run
-from xpipe.warehouse.sql_models import run_models
+from xpipe.warehouse.sql_models import run_models, write_table
 
 SQL_MODELS = ["model.class_levels", "results.validation_confusion", "results.validation_metrics",
               "results.vote_kappa"]
@@ -70,7 +69,7 @@ def read_references(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> pl.DataF
     return pl.concat(chunks) if chunks else pl.DataFrame()
 
 
-def held_out_predictions(references: pl.DataFrame, held_out: NDArray[np.bool_],
+def held_out_predictions(references: pl.DataFrame, held_out: NDArray[np.bool_], *,
                          n_clusters: int, min_references: int) -> pl.DataFrame:
     """Fit the kernel on the training references and classify the held-out ones as targets:
     the results.detection_class layout plus their SIMBAD class, `true_class`."""
@@ -109,13 +108,13 @@ def run_validation(con: duckdb.DuckDBPyConnection, params: ValidateParams, chunk
             held_out = stratified_split(references["label_class"].to_numpy(), params.test_size,
                                         params.seed)
             n_clusters = int(scalar(con, "SELECT count(*) FROM model.gmm_components"))
-            predictions = held_out_predictions(references, held_out, n_clusters,
-                                               stored.min_references)
+            predictions = held_out_predictions(references, held_out, n_clusters=n_clusters,
+                                               min_references=stored.min_references)
         ids = {"run_id": pl.lit(run.run_id), "classify_run_id": pl.lit(classify_run)}
         with run.stage("store"), transaction(con):
-            insert_frame(con, "results.validation_split",
+            write_table(con, "results.validation_split",
                          split_frame(references, held_out).with_columns(**ids))
-            insert_frame(con, "results.validation_detections", predictions.with_columns(**ids))
+            write_table(con, "results.validation_detections", predictions.with_columns(**ids))
             run_models(con, names=SQL_MODELS)
         metrics = con.sql("SELECT * FROM results.validation_metrics "
                           "ORDER BY level DESC, class_order").pl()

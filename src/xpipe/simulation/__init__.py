@@ -11,13 +11,14 @@ Generation is chunked: chunk j draws from its own `SeedSequence(seed, spawn_key=
 stream and only one chunk's arrays are alive at a time, so memory is O(chunk_detections)
 and output is byte-identical for a given config.
 
-Stages, one module each: `config` (what to simulate), `model` (the params file as arrays),
+Stages, one module each: `config` (what to simulate), `calibration` (the params file as arrays),
 `sources` (sources, classes, brightness), `detections` (features), `columns` (raw CSC
 columns and nulls), `sky` and `names` (positions, unique CSC names), `observations`
 (obsid, obi, region_id), `simbad` (counterparts, field objects), `outliers`, `chunk` (one
 chunk, stage by stage) and `catalogue` (the parts and the manifest).
 """
 
+from xpipe.simulation.calibration import detections_per_source_pmf
 from xpipe.simulation.catalogue import simulate_catalogue
 from xpipe.simulation.config import SimulationConfig, default_params_path
 from xpipe.simulation.features import derive_features, paper_selection
@@ -31,7 +32,6 @@ from xpipe.simulation.latent import (
     features_to_latent,
     latent_to_features,
 )
-from xpipe.simulation.model import detections_per_source_pmf
 from xpipe.simulation.names import chunk_residues, csc_name_cells, csc_names, nudge_to_residue
 from xpipe.simulation.outliers import OUTLIER_KINDS, inject_outliers
 from xpipe.simulation.sky import galactic_to_icrs, icrs_to_galactic, offset_positions

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xpipe.simulation.calibration import load_calibration
 from xpipe.simulation.chunk import generate_chunk
 from xpipe.simulation.config import SimulationConfig, default_params_path
-from xpipe.simulation.model import load_model
 from xpipe.simulation.vocabulary import CLASSES
 
 GENERATOR = "xpipe.simulate"  # the manifest's name for the simulator (stable across layouts)
@@ -48,7 +48,7 @@ def simulate_catalogue(
     """
     if not isinstance(config, SimulationConfig):
         raise ValueError(f"config must be a SimulationConfig, got {type(config).__name__}")
-    model = load_model(config.params_path)
+    calibration = load_calibration(config.params_path)
     out_dir = Path(out_dir)
     parts = _part_folders(out_dir, with_outliers=config.outlier_fraction > 0)
     totals = dict.fromkeys(_TOTALS + (("n_outliers",) if "outliers" in parts else ()), 0)
@@ -57,7 +57,7 @@ def simulate_catalogue(
     n_chunks, size = config.n_chunks, config.chunk_size
     for j in range(n_chunks):
         n_det = min(size, config.n_detections - j * size)
-        chunk = generate_chunk(model, config, j, n_chunks=n_chunks, n_det=n_det)
+        chunk = generate_chunk(calibration, config, j, n_chunks=n_chunks, n_det=n_det)
         fname = f"part-{j:05d}.parquet"
         for name, table in chunk.tables.items():
             _write(table, parts[name] / fname, _DICTIONARY_COLUMNS[name])
@@ -76,7 +76,7 @@ def simulate_catalogue(
         "generator": GENERATOR,
         "config": config.to_json(),
         "params_file": str(Path(params_file)),
-        "params_sha256": model.sha256,
+        "params_sha256": calibration.sha256,
         "summary": summary,
         "files": files,
     }

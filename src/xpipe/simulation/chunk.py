@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from xpipe.simulation.calibration import Calibration
 from xpipe.simulation.columns import (
     count_rates,
     draw_nulls,
@@ -22,7 +23,6 @@ from xpipe.simulation.config import SimulationConfig
 from xpipe.simulation.detections import draw_features
 from xpipe.simulation.draws import chunk_rng
 from xpipe.simulation.features import derive_features, paper_selection
-from xpipe.simulation.model import Model
 from xpipe.simulation.names import csc_names
 from xpipe.simulation.observations import assign_obsids
 from xpipe.simulation.outliers import inject_outliers, outlier_table
@@ -41,21 +41,21 @@ class Chunk:
 
 
 def generate_chunk(
-    model: Model, cfg: SimulationConfig, chunk: int, *, n_chunks: int, n_det: int
+    calibration: Calibration, cfg: SimulationConfig, chunk: int, *, n_chunks: int, n_det: int
 ) -> Chunk:
     """Chunk `chunk` of `n_chunks`, with `n_det` detections: its tables and counts."""
     rng = chunk_rng(cfg.seed, chunk)
-    sources = draw_sources(rng, model, n_det)
-    bright = draw_brightness(rng, model, sources)
-    cols = _raw_columns(rng, model, sources, bright)
+    sources = draw_sources(rng, calibration, n_det)
+    bright = draw_brightness(rng, calibration, sources)
+    cols = _raw_columns(rng, calibration, sources, bright)
     ra, dec, field, cells = place_sources(
-        rng, model.sky, sources.cls, chunk=chunk, n_chunks=n_chunks
+        rng, calibration.sky, sources.cls, chunk=chunk, n_chunks=n_chunks
     )
     names = csc_names(*cells)
     obs = assign_obsids(rng, field, sources, obsid_base=1 + chunk * cfg.chunk_size)
     sim = simbad_chunk(
         rng,
-        model.simbad,
+        calibration.simbad,
         sources.cls,
         ra,
         dec,
@@ -83,14 +83,14 @@ def generate_chunk(
 
 
 def _raw_columns(
-    rng: np.random.Generator, model: Model, sources: Sources, bright: Brightness
+    rng: np.random.Generator, calibration: Calibration, sources: Sources, bright: Brightness
 ) -> dict[str, np.ndarray]:
     """Every float column of DETECTION_SCHEMA but ra and dec (NaN = null)."""
-    x, sym = draw_features(rng, model, sources, bright.selected)
-    mean = count_rates(rng, model.rates, bright.sig, x)
-    nulls = draw_nulls(rng, model.nulls, bright.selected)
-    mean = zero_means(rng, model.rates, mean, nulls.mean_zero)
-    cols = variability_columns(rng, model, x, sym, mean=mean, nulls=nulls)
+    x, sym = draw_features(rng, calibration, sources, bright.selected)
+    mean = count_rates(rng, calibration.rates, bright.sig, x)
+    nulls = draw_nulls(rng, calibration.nulls, bright.selected)
+    mean = zero_means(rng, calibration.rates, mean, nulls.mean_zero)
+    cols = variability_columns(rng, calibration, x, sym, mean=mean, nulls=nulls)
     cols |= spectral_columns(x, bright, nulls)
     return cols
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logit
 
+from xpipe.simulation.calibration import Calibration, RateModel
 from xpipe.simulation.draws import cdf, choose
 from xpipe.simulation.latent import HARD_CLIP, PROB_EPS, PROB_FLOOR
-from xpipe.simulation.model import Model, RateModel
 from xpipe.simulation.sources import Brightness
 from xpipe.simulation.vocabulary import BANDS, VAR_STATS
 
@@ -103,7 +103,7 @@ def zero_means(
 
 def variability_columns(
     rng: np.random.Generator,
-    model: Model,
+    calibration: Calibration,
     x: np.ndarray,
     sym: np.ndarray,
     *,
@@ -112,11 +112,12 @@ def variability_columns(
 ) -> dict[str, np.ndarray]:
     """var_{prob,sigma,mean,min,max}_{b,h,m,s}; the medium band, which has no feature, is
     regressed on the hard and soft bands."""
-    rates = model.rates
+    rates = calibration.rates
     ratio = {"b": x[:, 6], "h": x[:, 8], "s": x[:, 10]}
     prob = {"b": x[:, 5], "h": x[:, 7], "s": x[:, 9]}
     prob["m"] = _band_m_prob(rng, rates, prob["h"], prob["s"])
-    ratio["m"] = _band_m_ratio(rng, rates, ratio["h"], ratio["s"], model.bounds["var_ratio_max"])
+    ratio["m"] = _band_m_ratio(rng, rates, ratio["h"], ratio["s"],
+                               calibration.bounds["var_ratio_max"])
     cols: dict[str, np.ndarray] = {}
     for b in BANDS:
         sigma = ratio[b] * mean[b]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from xpipe.simulation.calibration import Calibration, Mixtures
 from xpipe.simulation.draws import blocks
 from xpipe.simulation.latent import apply_uniform_maps, blend_latents, latent_to_features
-from xpipe.simulation.model import Mixtures, Model
 from xpipe.simulation.sources import Sources
 
 _RATIO_COLUMNS = (6, 8, 10)  # var_ratio_b, _h, _s in FEATURES order
@@ -15,10 +15,10 @@ _MODES = 6  # 3 modes (0 fresh, 1 blend, 2 copy) × selected or not
 
 
 def draw_features(
-    rng: np.random.Generator, model: Model, sources: Sources, selected: np.ndarray
+    rng: np.random.Generator, calibration: Calibration, sources: Sources, selected: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n_det, 12) raw features in FEATURES order and the symmetric min/max state per row."""
-    mix = model.mix
+    mix = calibration.mix
     sym_src = rng.random(len(sources.counts)) < mix.p_sym[sources.cls]
     group_src = 2 * sources.cls + sym_src
     comp_src = gmm_components(rng, mix, group_src)
@@ -27,11 +27,11 @@ def draw_features(
         rng, mix, z_src, sym_src, comp_src, sources=sources, selected=selected
     )
     del z_src
-    x = latent_to_features(z, model.bounds)
+    x = latent_to_features(z, calibration.bounds)
     del z
     n_det = len(sources.src)
     for j, col in enumerate(_RATIO_COLUMNS):
-        x[rng.random(n_det) < model.zero_ratio[j], col] = 0.0
+        x[rng.random(n_det) < calibration.zero_ratio[j], col] = 0.0
     x[sym, 6] = np.minimum(x[sym, 6], 0.999)  # mean - sigma >= 0 in the symmetric state
     return x, sym
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from xpipe.simulation.calibration import BrightnessModel, Calibration
 from xpipe.simulation.draws import choose
-from xpipe.simulation.model import BrightnessModel, Model
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ class Brightness:
     bb_ok: np.ndarray  # bb_kt present
 
 
-def draw_sources(rng: np.random.Generator, model: Model, n_det: int) -> Sources:
-    counts = source_counts(rng, model.det_cdf, model.det_mean, n_det)
+def draw_sources(rng: np.random.Generator, calibration: Calibration, n_det: int) -> Sources:
+    counts = source_counts(rng, calibration.det_cdf, calibration.det_mean, n_det)
     n_src = len(counts)
-    cls = choose(rng, model.class_cdf, n_src)
+    cls = choose(rng, calibration.class_cdf, n_src)
     starts = np.cumsum(counts) - counts
     src = np.repeat(np.arange(n_src), counts)
     return Sources(counts=counts, cls=cls, src=src, k=np.arange(n_det) - starts[src])
@@ -69,10 +69,11 @@ def source_counts(
     return out
 
 
-def draw_brightness(rng: np.random.Generator, model: Model, sources: Sources) -> Brightness:
+def draw_brightness(rng: np.random.Generator, calibration: Calibration, sources: Sources
+                    ) -> Brightness:
     """A source brightness latent shared (with correlation rho) by its detections; above the
     threshold a detection is selected, below it is faint and its fits are sparse."""
-    bm = model.brightness
+    bm = calibration.brightness
     n_det = len(sources.src)
     u_src = rng.standard_normal(len(sources.counts)) + np.where(
         sources.counts > 10, bm.tail_shift, 0.0
@@ -80,7 +81,7 @@ def draw_brightness(rng: np.random.Generator, model: Model, sources: Sources) ->
     u_det = bm.rho * u_src[sources.src] + math.sqrt(1 - bm.rho**2) * rng.standard_normal(n_det)
     selected = u_det > bm.threshold
     sig = significance(bm, u_det, selected)
-    gamma_ok, bb_ok = _spectral_fits(rng, model.nulls["faint_fits"], selected, sig)
+    gamma_ok, bb_ok = _spectral_fits(rng, calibration.nulls["faint_fits"], selected, sig)
     return Brightness(sig=sig, selected=selected, gamma_ok=gamma_ok, bb_ok=bb_ok)
 
 

@@ -160,6 +160,9 @@ def parse_columns(specs: Sequence[dict[str, Any]], generated: bool = False
     """Column entries of a contract, templates expanded in place."""
     out: list[Column] = []
     for spec in specs:
+        if "columns_of" in spec:  # every column a file provides for that table, in order
+            out += contract(spec["columns_of"]).input_columns
+            continue
         expanded = expand_template(spec) if "template" in spec else [spec]
         out += [_column(s, generated) for s in expanded]
     return tuple(out)

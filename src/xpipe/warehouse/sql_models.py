@@ -269,7 +269,7 @@ def write_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame)
     check_written(con, table)
 
 
-def run_models(con: duckdb.DuckDBPyConnection, layers: Iterable[str] = (),
+def run_models(con: duckdb.DuckDBPyConnection, layers: Iterable[str] = (), *,
                names: Iterable[str] = (), exclude: Iterable[str] = ()) -> None:
     """Build, verify and check every non-python model of `layers` (or the models named),
     dependencies first. The seeds a chosen model reads are (re)loaded with it, so a warehouse

@@ -76,7 +76,7 @@ class RateModel:
 
 
 @dataclass(frozen=True)
-class Model:
+class Calibration:
     """Everything a chunk draws from."""
 
     sha256: str  # of the params file, for the manifest
@@ -93,18 +93,18 @@ class Model:
     simbad: dict[str, Any]
 
 
-def load_model(path: Path | None) -> Model:
-    """The model of a params file (default: the packaged one), with the file's sha256."""
+def load_calibration(path: Path | None) -> Calibration:
+    """The calibration in a params file (default: the packaged one), with the file's sha256."""
     path = default_params_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"simulator params not found at {path}; run scripts/calibrate_simulator.py"
         )
     raw = path.read_bytes()
-    return build_model(json.loads(raw), hashlib.sha256(raw).hexdigest())
+    return build_calibration(json.loads(raw), hashlib.sha256(raw).hexdigest())
 
 
-def build_model(params: dict[str, Any], sha256: str) -> Model:
+def build_calibration(params: dict[str, Any], sha256: str) -> Calibration:
     """Fails on a params file fitted for other classes, features or SIMBAD codes than the
     seeds list, since its arrays would then be read under the wrong names."""
     if (
@@ -117,7 +117,7 @@ def build_model(params: dict[str, Any], sha256: str) -> Model:
     if missing:
         raise InputError(f"params file lacks the seeds' SIMBAD codes {sorted(missing)}")
     det_cdf = cdf(detections_per_source_pmf(params["detections_per_source"]))
-    return Model(
+    return Calibration(
         sha256=sha256,
         class_cdf=cdf([params["class_proportions"][c] for c in CLASSES]),
         bounds=params["bounds"],
