@@ -213,3 +213,18 @@ def test_pull_tables_are_their_contracts() -> None:
         declared = contract(spec.pull_table)
         assert declared.names == (*spec.unit_columns, *spec.columns()), spec.pull_table
         assert declared.origin == f"schemas/{spec.pull_table}.yaml"
+
+
+def test_simulator_writes_the_input_contracts_types() -> None:
+    """The simulator's Parquet schemas (kept literal so its files stay byte-identical) must
+    give every column the type its input contract declares."""
+    from xpipe.simulation.vocabulary import DETECTION_SCHEMA, SIMBAD_SCHEMA
+    from xpipe.warehouse.dtypes import arrow_type
+
+    for schema, table in ((DETECTION_SCHEMA, "raw.detections"), (SIMBAD_SCHEMA, "raw.simbad")):
+        declared = {c.name: c.type for c in contract(table).input_columns}
+        for field in schema:
+            assert field.name in declared, (table, field.name)
+            assert field.type == arrow_type(declared[field.name]), (table, field.name)
+        required = {c.name for c in contract(table).input_columns if c.required}
+        assert required <= set(schema.names), table

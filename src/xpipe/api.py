@@ -28,6 +28,7 @@ from xpipe.models import store
 from xpipe.models.frozen import FrozenModel
 from xpipe.predict.new import Prediction, predict
 from xpipe.warehouse.connection import connect
+from xpipe.warehouse.dtypes import polars_schema
 
 FrameLike = Any  # pl.DataFrame | pandas.DataFrame | pa.Table | pa.RecordBatch
 
@@ -81,9 +82,9 @@ class Classifier:
     def _detections(self, frame: FrameLike) -> pl.DataFrame:
         table = to_arrow(frame)
         if table.num_rows == 0:
-            return pl.DataFrame(schema={c: pl.Float64 for c in (*self.model.classes,
-                                                                 "log_likelihood")}
-                                | {"pred_class": pl.Utf8})
+            return pl.DataFrame(schema=polars_schema(
+                "results.new_detection_class", [*self.model.classes, "log_likelihood",
+                                                "pred_class"]))
         return self.classify(table).detections
 
     def predict_proba(self, frame: FrameLike) -> NDArray[np.float64]:

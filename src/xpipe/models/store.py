@@ -21,6 +21,7 @@ from xpipe.method.mixture import MixtureParams
 from xpipe.models.frozen import FeatureScaling, FrozenModel
 from xpipe.warehouse.connection import first_row, insert_frame, only_row, table_exists
 from xpipe.warehouse.contracts import create_table
+from xpipe.warehouse.dtypes import polars_schema
 from xpipe.warehouse.sql_models import check_written
 
 F64 = NDArray[np.float64]
@@ -48,9 +49,7 @@ def reference_frame(counts: NDArray[np.integer], means: F64, pinv: F64, *,
              "mean": means[c, k].tolist() if usable[c, k] else None,
              "pinv": pinv[c, k].ravel().tolist() if usable[c, k] else None}
             for c in range(counts.shape[0]) for k, name in enumerate(classes)]
-    return pl.DataFrame(rows, schema={
-        "cluster": pl.Int32, "class": pl.Utf8, "n_references": pl.Int64,
-        "usable": pl.Boolean, "mean": pl.List(pl.Float64), "pinv": pl.List(pl.Float64)})
+    return pl.DataFrame(rows, schema=polars_schema("model.reference_stats"))
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -85,9 +84,7 @@ def store(con: duckdb.DuckDBPyConnection, model: FrozenModel, origin: str) -> bo
                  json.dumps(model.provenance)])
     insert_frame(con, "model.version_scaling", pl.DataFrame(
         [{"version": v, **vars(s)} for s in model.scaling],
-        schema={"version": pl.Utf8, "feature": pl.Utf8, "position": pl.Int32,
-                "transform": pl.Utf8, "min_nonzero": pl.Float64, "log_offset": pl.Float64,
-                "min_value": pl.Float64, "max_value": pl.Float64}))
+        schema=polars_schema("model.version_scaling")))
     insert_frame(con, "model.version_components",
                  component_frame(model.mixture).with_columns(version=pl.lit(v)))
     insert_frame(con, "model.version_reference_stats", reference_frame(

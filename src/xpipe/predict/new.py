@@ -46,6 +46,7 @@ from xpipe.warehouse.contracts import (
     detection_key,
     load_schema,
 )
+from xpipe.warehouse.dtypes import arrow_type, polars_schema
 from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import (
     build,
@@ -93,10 +94,6 @@ def check_compatible(model: FrozenModel) -> None:
                              f"{list(feature_names())} and {list(class_names())}")
 
 
-ARROW_TYPES = {"DOUBLE": pa.float64(), "VARCHAR": pa.string(), "INTEGER": pa.int32(),
-               "SMALLINT": pa.int16(), "BIGINT": pa.int64()}
-
-
 def frame_table(table: pa.Table) -> pa.Table:
     """An in-memory frame as the loader expects it: the ids a warehouse adds are dropped (the
     frame may come from one), and all-null columns (pandas and Polars give them no type) get
@@ -105,7 +102,7 @@ def frame_table(table: pa.Table) -> pa.Table:
     types = {}
     for column in load_schema("raw.detections").columns:
         for name in (column.name, *column.aliases):
-            types[name.lower()] = ARROW_TYPES.get(column.type, pa.string())
+            types[name.lower()] = arrow_type(column.type)
     for i, field in enumerate(table.schema):
         if pa.types.is_null(field.type) and field.name.lower() in types:
             table = table.set_column(i, field.name, table.column(i).cast(types[field.name.lower()]))
@@ -242,10 +239,9 @@ def score(frame: pl.DataFrame, model: FrozenModel, chunk_rows: int) -> pl.DataFr
             bar.update(chunk.height)
     if out:
         return pl.concat(out)
-    return pl.DataFrame(schema={"det_id": pl.Int64, "cluster": pl.Int32,
-                                **dict.fromkeys(classes, pl.Float64), "pred_class": pl.Utf8,
-                                "log_likelihood": pl.Float64, "min_mahalanobis_sq": pl.Float64,
-                                "nearest_class": pl.Utf8, "anomaly_p": pl.Float64})
+    return pl.DataFrame(schema=polars_schema("results.detection_class", [
+        "det_id", "cluster", *classes, "pred_class", "log_likelihood", "min_mahalanobis_sq",
+        "nearest_class", "anomaly_p"]))
 
 
 def with_scores(frame: pl.DataFrame, model: FrozenModel, chunk_rows: int) -> pl.DataFrame:
@@ -290,7 +286,7 @@ def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | No
         status=pl.when(pl.col("pred_class").is_not_null()).then(pl.lit("classified"))
         .otherwise(pl.lit("not classified")),
         model_version=pl.lit(model.version))
-    columns = output_columns()
-    detections = detections.select(list(columns)).cast(
-        {"obsid": pl.Int32, "obi": pl.Int16, "region_id": pl.Int32, "cluster": pl.Int32})
+    columns = list(output_columns())
+    detections = detections.select(columns).cast(
+        polars_schema("results.new_detection_class", columns))
     return Prediction(detections, sources, model.version)
