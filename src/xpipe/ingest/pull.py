@@ -22,6 +22,12 @@ from typing import Protocol
 import duckdb
 
 from xpipe.ingest.files import check_unique, create_staging
+from xpipe.ingest.load import (
+    labels_are_match_file,
+    stage_crossmatch,
+    stage_match_file,
+    stage_simbad,
+)
 from xpipe.ingest.paging import (
     PageRecord,
     Progress,
@@ -194,8 +200,8 @@ def pull_pages(con: duckdb.DuckDBPyConnection, config: CscConfig, source: Detect
 def stage_final(con: duckdb.DuckDBPyConnection, config: CscConfig) -> int:
     """raw.detections__staging from the landed pages, det_id in the documented order."""
     names = contract_names()
-    order = ("top_index, name, obsid, obi NULLS FIRST, region_id NULLS FIRST, "
-             f"{row_digest_sql(names)}")
+    key = ", ".join(f"{k} NULLS FIRST" for k in KEY)  # name and obsid are never null
+    order = f"top_index, {key}, {row_digest_sql(names)}"
     staged = create_staging(con, TABLE)
     label = f"{config.release}:{config.schema} band "
     con.execute(
@@ -211,13 +217,6 @@ def stage_final(con: duckdb.DuckDBPyConnection, config: CscConfig) -> int:
 def stage_labels(con: duckdb.DuckDBPyConnection, options: PullOptions) -> tuple[int, int]:
     """Labels from a file if given; otherwise empty label tables (`xpipe crossmatch` fills
     raw.simbad_match), so no labels of another catalogue survive the new detections."""
-    from xpipe.ingest.load import (
-        labels_are_match_file,
-        stage_crossmatch,
-        stage_match_file,
-        stage_simbad,
-    )
-
     labels = options.labels
     match_file = labels is not None and labels_are_match_file(con, labels)
     objects = stage_simbad(con, None if match_file else labels)
