@@ -191,3 +191,98 @@ def test_a_failed_insert_reports_its_own_error(tmp_path: Path, cli, loaded: dict
     assert "Out of Memory Error" in output
     assert "aborted" not in output
     assert snapshot(warehouse_path) == loaded
+
+
+def last_run_error(path: Path) -> str:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT error FROM meta.runs ORDER BY started_at DESC LIMIT 1"
+                           ).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_fractional_obsid_in_csv(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
+    """Text is parsed exactly: DuckDB's cast of '1002.5' to INTEGER would round it to 1003."""
+    bad = tmp_path / "float_obsid.csv"
+    frame = detections_frame().with_columns(pl.col("obsid").cast(pl.Utf8))
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("1002.5"))
+                               .otherwise(pl.col("obsid")).alias("obsid"))
+    frame.write_csv(bad)
+    message = load_fails(cli, bad)
+    assert f"{bad}, row 3, column 'obsid': expected INTEGER, found '1002.5'" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+@pytest.mark.parametrize("kind", ["gzip", "latin-1", "random"])
+def test_unreadable_csv_reports_its_own_error(tmp_path: Path, cli, loaded, warehouse_path: Path,
+                                              kind: str) -> None:
+    """The reader's error, not the aborted transaction's refusal of the cleanup after it."""
+    import gzip
+
+    import numpy as np
+
+    text = detections_frame().write_csv()
+    bad = tmp_path / f"{kind}.csv"
+    bad.write_bytes({"gzip": gzip.compress(text.encode()),
+                     "latin-1": text.replace("2CXO", "2CXÖ").encode("latin-1"),
+                     "random": np.random.default_rng(0).bytes(5000)}[kind])
+    message = load_fails(cli, bad)
+    assert f"{bad}: cannot be read as CSV: " in message
+    assert "aborted" not in message
+    expected = {"gzip": "it is gzip-compressed", "latin-1": "not utf-8 encoded",
+                "random": "not possible to automatically detect the CSV parsing dialect"}[kind]
+    assert expected in message
+    assert last_run_error(warehouse_path).startswith(f"SchemaError: {bad}: cannot be read as CSV")
+    assert snapshot(warehouse_path) == loaded
+
+
+@pytest.mark.parametrize(("rows", "ragged"), [(20, 4), (21_000, 20_500)],
+                         ids=["in the sniffed sample", "after it"])
+def test_ragged_csv_row_is_named(tmp_path: Path, cli, loaded, warehouse_path: Path, rows: int,
+                                 ragged: int) -> None:
+    """A row with fields missing is named, not every column reported missing."""
+    lines = detections_frame(rows).write_csv().splitlines()
+    lines[ragged + 1] = ",".join(lines[ragged + 1].split(",")[:10])  # data row ragged + 1
+    bad = tmp_path / "ragged.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    message = load_fails(cli, bad)
+    assert (f"{bad}, row {ragged + 1} (line {ragged + 2}): 10 fields where the header has 32"
+            in message)
+    assert last_run_error(warehouse_path).endswith("10 fields where the header has 32")
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_integer_overflow_in_a_parquet_part(tmp_path: Path, cli, loaded, warehouse_path: Path
+                                            ) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    detections_frame().write_parquet(parts / "part-00000.parquet")
+    frame = detections_frame().with_columns(pl.col("obsid").cast(pl.Int64) + 100)
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(2**40)
+                               .otherwise(pl.col("obsid")).alias("obsid"))
+    frame.write_parquet(parts / "part-00001.parquet")
+    message = load_fails(cli, parts, "--labels", "none")
+    assert (f"{parts / 'part-00001.parquet'}, row 4, column 'obsid': expected INTEGER, "
+            f"found '{2**40}'") in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_simulated_catalogue_folder_as_source(tmp_path: Path, cli, warehouse_path: Path) -> None:
+    """`--source DIR` of `xpipe simulate --out DIR` loads its detections and SIMBAD objects."""
+    sim = tmp_path / "sim"
+    cli("simulate", "--detections", "1500", "--seed", "3", "--chunk", "1000", "--out", str(sim))
+
+    def counts() -> tuple[int, int]:
+        con = duckdb.connect(str(warehouse_path), read_only=True)
+        try:
+            return (con.execute("SELECT count(*) FROM raw.detections").fetchall()[0][0],
+                    con.execute("SELECT count(*) FROM raw.simbad").fetchall()[0][0])
+        finally:
+            con.close()
+
+    cli("warehouse", "--source", str(sim))
+    detections, simbad = counts()
+    assert detections == 1500 and simbad > 0
+    cli("warehouse", "--source", str(sim), "--labels", "none")
+    assert counts() == (1500, 0)

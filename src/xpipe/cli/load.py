@@ -67,7 +67,8 @@ def ensure_simulation(sim_dir: Path, n_detections: int, *, seed: int) -> None:
 @click.option("--source", required=True,
               help="'sim' (the simulated catalogue in --sim-dir, made if needed), 'csc20' or "
                    "'csc21' (pull every detection from the CSC TAP service, resumable), or a "
-                   "VOTable, CSV or Parquet file / folder of Parquet parts with CSC columns.")
+                   "VOTable, CSV or Parquet file / folder of Parquet parts with CSC columns, or a "
+                   "folder written by `xpipe simulate --out`.")
 @click.option("--tap-url", default=None,
               help="TAP service of --source csc20/csc21 [default: the CXC's service].")
 @click.option("--refresh", is_flag=True,
@@ -79,7 +80,7 @@ def ensure_simulation(sim_dir: Path, n_detections: int, *, seed: int) -> None:
 @click.option("--labels", default=None,
               help="SIMBAD objects (main_id, otype, ra, dec) or an offline match file (name, "
                    "main_id, otype/main_type, separation/angDist); 'none' for no labels. "
-                   "Default for sim: the simulator's SIMBAD table.")
+                   "Default for sim or a simulated catalogue's folder: its SIMBAD table.")
 @click.option("--radius", "radius_arcsec", type=float, default=1.0, show_default=True,
               help="Best-match radius in arcsec.")
 @click.option("--sim-dir", type=click.Path(path_type=Path), default=Path("warehouse/sim"),
@@ -104,11 +105,18 @@ def warehouse(ctx: click.Context, *, source: str, tap_url: str | None, refresh: 
         return
     if source == "sim":
         ensure_simulation(sim_dir, n_detections, seed=seed)
-        detections, default_labels = sim_dir / "detections", sim_dir / "simbad"
-    else:
-        detections, default_labels = Path(source), None
+        source = str(sim_dir)
+    detections, default_labels = catalogue_inputs(Path(source))
     label_path = default_labels if labels is None else None if no_labels else Path(labels)
     load_files(settings_from(ctx), detections, labels=label_path, radius_arcsec=radius_arcsec)
+
+
+def catalogue_inputs(source: Path) -> tuple[Path, Path | None]:
+    """The detections of `source` and its default labels: a simulated catalogue's folder (what
+    `xpipe simulate --out DIR` writes) holds both; any other file or folder, detections only."""
+    if (source / "manifest.json").is_file() and (source / "detections").is_dir():
+        return source / "detections", source / "simbad"
+    return source, None
 
 
 def load_files(settings: Settings, detections: Path, *, labels: Path | None,

@@ -32,7 +32,13 @@ from xpipe.ingest.paging import (
 )
 from xpipe.services.simbad import UPLOAD_NAME, SimbadConfig, candidates_query, upload_table
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
-from xpipe.warehouse.connection import require_tables, scalar, swap_in, transaction
+from xpipe.warehouse.connection import (
+    cleaned_up,
+    require_tables,
+    scalar,
+    swap_in,
+    transaction,
+)
 from xpipe.warehouse.contracts import SchemaError, load_schema, resolve_columns
 from xpipe.warehouse.provenance import recorded_run
 
@@ -126,18 +132,20 @@ def validate_candidates(con: duckdb.DuckDBPyConnection, table: pa.Table, origin:
         return
     with transaction(con):  # the staging table is only a check: nothing of it stays
         staged = create_staging(con, "raw.simbad")
-        try:
-            append_input(con, "raw.simbad", open_arrow(con, table, origin, "__xm_candidates"))
-        finally:
+
+        def drop_candidates() -> None:
             con.unregister("__xm_candidates")
             con.execute(f"DROP TABLE IF EXISTS {staged}")
+
+        with cleaned_up(drop_candidates):
+            append_input(con, "raw.simbad", open_arrow(con, table, origin, "__xm_candidates"))
 
 
 def best_matches(con: duckdb.DuckDBPyConnection, table: pa.Table, radius_arcsec: float
                  ) -> pa.Table:
     """Closest candidate per source within the radius (haversine, like the offline match)."""
     con.register("__xm_raw", table)
-    try:
+    with cleaned_up(lambda: con.unregister("__xm_raw")):
         return con.sql("""
             WITH c AS (
                 SELECT name, main_id, otype, degrees(2 * asin(sqrt(
@@ -150,8 +158,6 @@ def best_matches(con: duckdb.DuckDBPyConnection, table: pa.Table, radius_arcsec:
                    arg_min(otype, (sep, main_id)) AS otype, min(sep) AS separation_arcsec
             FROM c WHERE sep <= ? GROUP BY name ORDER BY name
         """, params=[radius_arcsec]).to_arrow_table()
-    finally:
-        con.unregister("__xm_raw")
 
 
 def process_chunk(pull: ResumablePull, chunk: Chunk, *, config: SimbadConfig,

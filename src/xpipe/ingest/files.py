@@ -10,6 +10,7 @@ VOTable null for floating-point fields, so it is stored as NULL.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,14 @@ import numpy as np
 import pyarrow as pa
 
 from xpipe.services.votable import astropy_to_arrow
-from xpipe.warehouse.connection import first_row, only_row, sql_literal, staging_name
+from xpipe.warehouse.connection import (
+    cleaned_up,
+    first_row,
+    only_row,
+    session_setting,
+    sql_literal,
+    staging_name,
+)
 from xpipe.warehouse.contracts import (
     NUMERIC_TYPES,
     SchemaError,
@@ -67,17 +75,7 @@ def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputF
         sql = (f"SELECT *, {lit} AS source_file, file_row_number + 1 AS source_row "
                f"FROM read_parquet({lit}, file_row_number = true)")
     elif suffix in {".csv", ".tsv", ".txt"} or path.name.endswith(".csv.gz"):
-        # Read once into a temporary table: the row-level checks then scan it, not the text.
-        # Row numbers are file line order only with a serial reader that keeps its order.
-        con.execute("SET preserve_insertion_order = true")
-        try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {alias} AS SELECT *, row_number() OVER () "
-                        f"AS __row FROM read_csv({lit}, header = true, all_varchar = true, "
-                        f"auto_detect = true, parallel = false)")
-        except duckdb.Error as exc:
-            raise SchemaError(f"{path}: cannot be read as CSV: {exc}") from exc
-        finally:
-            con.execute("RESET preserve_insertion_order")
+        read_csv(con, path, alias)
         sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
     elif suffix in {".vot", ".xml", ".votable"}:
         return open_arrow(con, read_votable(path), str(path), alias)
@@ -91,6 +89,90 @@ def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputF
                                                                    "file_row_number"}}
     return InputFile(path=path, relation_sql=sql, column_types=types,
                      typed=suffix not in {".csv", ".tsv", ".txt", ".gz"})
+
+
+def read_csv(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    """Read a CSV once into the temporary table `alias`, its data rows numbered in `__row`.
+
+    The row-level checks then scan the table, not the text. Row numbers are file line order
+    only with a serial reader that keeps its order.
+    """
+    lit = sql_literal(path)
+    try:
+        with session_setting(con, "preserve_insertion_order", "true"):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {alias} AS SELECT *, row_number() OVER () "
+                        f"AS __row FROM read_csv({lit}, header = true, all_varchar = true, "
+                        f"auto_detect = true, parallel = false)")
+    except duckdb.Error as exc:
+        raise SchemaError(csv_error(path, str(exc))) from exc
+    columns = [str(row[0]) for row in con.execute(f"DESCRIBE {alias}").fetchall()]
+    if len(columns) == 2:  # one column and __row: perhaps a delimiter the sniffer gave up on
+        ragged = ragged_row(con, path, header=columns[0])
+        if ragged:
+            raise SchemaError(ragged)
+
+
+CSV_DELIMITERS = (",", "\t", ";", "|")  # the candidates of DuckDB's CSV sniffer
+_CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
+_CSV_FIELDS = re.compile(r"Expected Number of Columns: (\d+) Found: (\d+)")
+
+
+def _ragged_message(path: Path, line: int, expected: str, found: str) -> str:
+    # The header is line 1, so data row n is line n + 1 (one line per row).
+    return f"{path}, row {line - 1} (line {line}): {found} fields where the header has {expected}"
+
+
+def ragged_row(con: duckdb.DuckDBPyConnection, path: Path, header: str) -> str | None:
+    """The first row whose field count differs from the header's, if any.
+
+    DuckDB's sniffer reads a file whose rows disagree in their field counts as one column of
+    whole lines, which would report every column as missing. The file is scanned again with
+    the delimiter the header line holds most of, keeping the rows that do not fit aside.
+    """
+    delimiter = max(CSV_DELIMITERS, key=header.count)
+    if delimiter not in header:
+        return None
+    lit = sql_literal(path)
+    scans, errors = "__csv_reject_scans", "__csv_reject_errors"
+
+    def drop_rejects() -> None:
+        con.execute(f"DROP TABLE IF EXISTS {errors}")
+        con.execute(f"DROP TABLE IF EXISTS {scans}")
+
+    try:
+        with cleaned_up(drop_rejects):
+            con.execute(f"SELECT count(*) FROM read_csv({lit}, header = true, "
+                        f"all_varchar = true, delim = {sql_literal(delimiter)}, parallel = false, "
+                        f"store_rejects = true, rejects_scan = '{scans}', "
+                        f"rejects_table = '{errors}')").fetchall()
+            row = first_row(con, f"SELECT line, error_message FROM {errors} WHERE error_type "
+                                 "IN ('MISSING COLUMNS', 'TOO MANY COLUMNS') ORDER BY line LIMIT 1")
+    except duckdb.Error as exc:
+        raise SchemaError(csv_error(path, str(exc))) from exc
+    fields = _CSV_FIELDS.search(row[1]) if row else None
+    if row is None or fields is None:
+        return None
+    return _ragged_message(path, int(row[0]), fields[1], fields[2])
+
+
+def csv_error(path: Path, error: str) -> str:
+    """DuckDB's CSV error as one line naming the file (and the row, where DuckDB names one).
+
+    DuckDB's message spans many lines: the offending line's text, the dialect it detected and
+    possible fixes for its own options; only what went wrong is kept."""
+    line, fields = _CSV_LINE.search(error), _CSV_FIELDS.search(error)
+    if line and fields:
+        return _ragged_message(path, int(line[1]), fields[1], fields[2])
+    with contextlib.suppress(OSError), path.open("rb") as raw:
+        if raw.read(2) == b"\x1f\x8b" and not path.name.endswith(".gz"):
+            return f"{path}: cannot be read as CSV: it is gzip-compressed (name it {path.name}.gz)"
+    kept = []
+    for text in error.splitlines():
+        if not text.strip() or text.startswith(("Possible", "The search space", "LINE ")):
+            break
+        if not text.startswith("Original Line:"):
+            kept.append(text.strip().rstrip("."))
+    return f"{path}: cannot be read as CSV: {': '.join(kept)}"
 
 
 def read_votable(path: Path) -> pa.Table:
@@ -139,6 +221,20 @@ def column_expression(col_name: str, target: str, *, src: str | None, src_type: 
     return f'{value} AS "{col_name}"'
 
 
+# Integer types as (signed, bits): a narrower one's values all fit a wider one's.
+INTEGER_WIDTHS = {"TINYINT": (True, 8), "SMALLINT": (True, 16), "INTEGER": (True, 32),
+                  "BIGINT": (True, 64), "HUGEINT": (True, 128), "UTINYINT": (False, 8),
+                  "USMALLINT": (False, 16), "UINTEGER": (False, 32), "UBIGINT": (False, 64)}
+
+
+def fits(source: str, target: str) -> bool:
+    """Every value of integer type `source` is a value of integer type `target`."""
+    (src_signed, src_bits), (tgt_signed, tgt_bits) = INTEGER_WIDTHS[source], INTEGER_WIDTHS[target]
+    if src_signed:
+        return tgt_signed and tgt_bits >= src_bits
+    return tgt_bits > src_bits if tgt_signed else tgt_bits >= src_bits
+
+
 def find_bad_casts(con: duckdb.DuckDBPyConnection, inp: InputFile, schema: TableSchema,
                    mapping: dict[str, str | None]) -> None:
     """Name the first row whose text or fractional value does not fit the contract type."""
@@ -151,9 +247,14 @@ def find_bad_casts(con: duckdb.DuckDBPyConnection, inp: InputFile, schema: Table
         if base in STRING_TYPES:
             raw = f"NULLIF(trim({quoted}), '')"
             bad = f"{raw} IS NOT NULL AND TRY_CAST({raw} AS {col.type}) IS NULL"
+            if col.type in INTEGER_TYPES:  # TRY_CAST rounds text: '1234.5' would be 1235
+                bad = (f"({bad}) OR TRY_CAST({raw} AS DOUBLE) IS DISTINCT FROM "
+                       f"TRY_CAST({raw} AS {col.type})")
         elif col.type in INTEGER_TYPES and base in FLOAT_TYPES | {"DECIMAL"}:
             bad = (f"{quoted} IS NOT NULL AND (TRY_CAST({quoted} AS {col.type}) IS NULL "
                    f"OR {quoted} <> round({quoted}))")
+        elif col.type in INTEGER_TYPES and base in INTEGER_TYPES and not fits(base, col.type):
+            bad = f"{quoted} IS NOT NULL AND TRY_CAST({quoted} AS {col.type}) IS NULL"
         else:
             continue
         row = first_row(con,
@@ -224,17 +325,9 @@ def append_input(con: duckdb.DuckDBPyConnection, table: str, inp: InputFile, *,
                  for g in schema.generated]
     # Parquet min/max statistics leave NaN out, and DuckDB's statistics propagation then
     # folds the NaN test to false: NaN would slip through as a value. Off for this read only.
-    con.execute("SET disabled_optimizers = 'statistics_propagation'")
-    try:
+    with session_setting(con, "disabled_optimizers", "'statistics_propagation'"):
         con.execute(f"INSERT INTO {staged} SELECT {', '.join(generated + exprs)} "
                     f"FROM ({inp.relation_sql})")
-    except BaseException:
-        # A failed statement aborts the transaction, which then refuses the RESET until the
-        # caller rolls back: the error to report is the INSERT's, not the RESET's.
-        with contextlib.suppress(duckdb.Error):
-            con.execute("RESET disabled_optimizers")
-        raise
-    con.execute("RESET disabled_optimizers")
     # Rows of one input are contiguous, so zone maps on source_file keep this to one pass
     # over this input's rows.
     count = check_values(con, staged, schema, where=f"source_file = {sql_literal(origin)}")

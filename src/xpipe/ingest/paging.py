@@ -25,7 +25,13 @@ import pyarrow as pa
 from xpipe.core.progress import progress_bar
 from xpipe.ingest.files import append_input, create_staging, open_arrow
 from xpipe.services.tap import ServiceError, TapResult
-from xpipe.warehouse.connection import drop_relation, scalar, table_exists, transaction
+from xpipe.warehouse.connection import (
+    cleaned_up,
+    drop_relation,
+    scalar,
+    table_exists,
+    transaction,
+)
 from xpipe.warehouse.contracts import SchemaError, create_table, load_schema
 
 MANIFEST = "meta.ingest_pages"
@@ -346,11 +352,9 @@ class ResumablePull:
     def _land_rows(self, unit: Unit, rows: pa.Table, origin: str) -> int:
         spec = self.spec
         staged = create_staging(self.con, spec.contract)
-        try:
+        with cleaned_up(lambda: self.con.unregister("__unit_rows")):
             inp = open_arrow(self.con, rows, origin, alias="__unit_rows")
             count = append_input(self.con, spec.contract, inp, id_column=spec.id_column)
-        finally:
-            self.con.unregister("__unit_rows")
         names = spec.columns()
         values = ["?" if c in FROM_UNIT else f'"{c}"' for c in spec.unit_columns]
         self.con.execute(

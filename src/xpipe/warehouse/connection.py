@@ -6,7 +6,8 @@ failed or interrupted step leaves what was already in the warehouse untouched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,32 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+@contextmanager
+def cleaned_up(cleanup: Callable[[], object]) -> Iterator[None]:
+    """Run `cleanup` (a RESET, DROP or unregister) after the block, whether or not it failed.
+
+    A failed statement aborts the transaction, which then refuses every statement until the
+    caller rolls back: after a failure the cleanup is only tried, so that the error reported is
+    the block's own, never "Current transaction is aborted". (What it would have undone then
+    stays on this connection: a setting, a registered view; the rollback drops the tables.)
+    """
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cleanup()
+        raise
+    cleanup()
+
+
+@contextmanager
+def session_setting(con: duckdb.DuckDBPyConnection, setting: str, value: str) -> Iterator[None]:
+    """`SET setting = value` (SQL text) for the block, then RESET (see `cleaned_up`)."""
+    con.execute(f"SET {setting} = {value}")
+    with cleaned_up(lambda: con.execute(f"RESET {setting}")):
+        yield
+
+
 def staging_name(qualified: str) -> str:
     schema, name = qualified.split(".")
     return f"{schema}.{name}__staging"
@@ -138,10 +165,8 @@ def sql_literal(value: str | Path) -> str:
 def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Append a Polars frame to `table` by column name (the table has its contract's types)."""
     con.register("__frame", frame.to_arrow())
-    try:
+    with cleaned_up(lambda: con.unregister("__frame")):
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __frame")
-    finally:
-        con.unregister("__frame")
 
 
 def first_row(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
