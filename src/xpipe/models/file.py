@@ -164,7 +164,7 @@ def _count(value: object) -> bool:
 
 def _check_params(model: FrozenModel, origin: str) -> None:
     min_references = model.params.get("min_references")
-    if not _count(min_references) or int(min_references) < 2:  # type: ignore[call-overload]
+    if not isinstance(min_references, int) or not _count(min_references) or min_references < 2:
         raise ModelFileError(f"{origin}: params.min_references is {min_references!r}; "
                              "expected an integer ≥ 2")
     counts = model.provenance.get("counts") or {}
