@@ -39,6 +39,10 @@ def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 def test_changed_raise_is_still_one_line(tmp_path: Path, cli) -> None:
     """BicParams raises InputError (was ValueError) for an empty K range."""
+    from xpipe.core.config import Settings
+    from xpipe.warehouse.connection import connect
+
+    connect(Settings(warehouse=tmp_path / "x.duckdb"), create=True).close()  # bic needs one
     result = cli("--warehouse", str(tmp_path / "x.duckdb"), "bic", "--kmin", "5", "--kmax", "3",
                  expect_ok=False)
     assert result.exit_code == 1

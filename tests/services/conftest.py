@@ -60,7 +60,7 @@ def simbad_config(url: str, **changes: object) -> SimbadConfig:
 
 
 def open_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
-    return connect(Settings(warehouse=path))
+    return connect(Settings(warehouse=path), create=True)
 
 
 def pull(path: Path, config: CscConfig, refresh: bool = False) -> dict[str, int]:

@@ -152,7 +152,7 @@ def classify_new(ctx: click.Context, file: Path, *, model_ref: str | None, appen
         write_output_file(prediction.detections, out)
         click.echo(f"wrote {out}")
     if append:
-        with connect(settings) as con:
+        with connect(settings, create=True) as con:
             counts = append_results(con, prediction, model, str(file))
         click.echo(f"appended to {settings.warehouse}: {counts['new']:,} new, "
                    f"{counts['already_stored']:,} already stored (replaced)")

@@ -125,7 +125,7 @@ def load_files(settings: Settings, detections: Path, *, labels: Path | None,
     from xpipe.ingest.load import LoadRequest, load_catalogue
 
     start = time.perf_counter()
-    with connect(settings) as con:
+    with connect(settings, create=True) as con:
         counts = load_catalogue(con, LoadRequest(detections, labels, radius_arcsec))
     click.echo(f"loaded into {settings.warehouse} in {time.perf_counter() - start:.1f} s: "
                + counts_text(counts))
@@ -140,7 +140,7 @@ def pull_from_service(settings: Settings, release: str, *, tap_url: str | None, 
 
     config = with_limits(CSC_RELEASES[release].with_url(tap_url), page_rows, band_deg)
     start = time.perf_counter()
-    with connect(settings) as con:
+    with connect(settings, create=True) as con:
         counts = pull_catalogue(con, config, options=PullOptions(refresh, labels, radius_arcsec),
                                 echo=click.echo)
     click.echo(f"pulled {release} from {config.url} into {settings.warehouse} in "

@@ -9,7 +9,9 @@ other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,19 @@ from xpipe.cli.models import models
 from xpipe.cli.query import dag, sql
 from xpipe.cli.science import bic, explain, report, stability, validate
 from xpipe.core.config import Settings
-from xpipe.core.errors import ResourceError, XpipeError
+from xpipe.core.errors import ResourceError, Terminated, XpipeError
 
 DISK_FULL = ("No space left on device", "disk is full", "Disk full")
 LOCKED = "Could not set lock on file"
 
 
-def resource_error(exc: BaseException, settings: Settings) -> ResourceError | None:
+def resource_error(exc: BaseException, settings: Settings | None) -> ResourceError | None:
     """The machine, not the input, failed: DuckDB out of memory or disk, or the warehouse
     locked by another process, found in `exc` or what caused it (`connect` raises a
     WarehouseError from DuckDB's lock error). None for any other failure."""
     cause: BaseException | None = exc
+    if settings is None:  # the settings themselves were refused: nothing to hint with
+        return None
     while cause is not None and not isinstance(cause, duckdb.Error):
         cause = cause.__cause__
     full = str(cause)
@@ -49,6 +53,19 @@ def resource_error(exc: BaseException, settings: Settings) -> ResourceError | No
     return None
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+
+def handle_sigterm(ctx: click.Context) -> None:
+    """SIGTERM behaves like Ctrl-C for this invocation: the transaction rolls back and the run
+    is recorded `failed`; the previous handler is restored when the command ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
 class XpipeGroup(click.Group):
     """The top-level group: a user's failure is one `Error: …` line, a bug a traceback."""
 
@@ -57,14 +74,17 @@ class XpipeGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: usage errors, --help, Ctrl-C
+        except Terminated as exc:
+            click.echo(f"Error: {exc}: changes rolled back", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGTERM) from exc
         except Exception as exc:
-            error = one_line_error(exc, ctx.obj["settings"] if ctx.obj else Settings())
+            error = one_line_error(exc, ctx.obj["settings"] if ctx.obj else None)
             if error is None:
                 raise
             raise click.ClickException(str(error)) from exc
 
 
-def one_line_error(exc: Exception, settings: Settings) -> Exception | None:
+def one_line_error(exc: Exception, settings: Settings | None) -> Exception | None:
     """What to show as `Error: …` for `exc`, or None to keep its traceback."""
     resource = resource_error(exc, settings)
     if resource is not None:
@@ -83,9 +103,8 @@ def main(ctx: click.Context, warehouse: Path | None) -> None:
     """Probabilistic classes for every detection and source of an X-ray catalogue
     (Pérez-Díaz et al. 2024), at catalogue scale."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    settings = Settings()
-    if warehouse is not None:
-        settings = Settings(warehouse=warehouse)
+    handle_sigterm(ctx)
+    settings = Settings() if warehouse is None else Settings(warehouse=warehouse)
     ctx.obj = {"settings": settings}
 
 

@@ -67,7 +67,7 @@ def models_import(ctx: click.Context, file: Path) -> None:
 
     model = model_file.read_file(file)
     settings = settings_from(ctx)
-    with connect(settings) as con, transaction(con):
+    with connect(settings, create=True) as con, transaction(con):
         added = store.store(con, model, origin="import")
     state = "imported" if added else "already present:"
     click.echo(f"{state} model {model.version} (hash {model.content_hash[:12]}) in "

@@ -40,3 +40,8 @@ class UserQueryError(XpipeError, ValueError):
 
 class ResourceError(XpipeError, RuntimeError):
     """The machine ran out of something: memory, disk, or a lock another process holds."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM: handled exactly like Ctrl-C (a KeyboardInterrupt), so the
+    open transaction rolls back and the run is recorded `failed` with this reason."""

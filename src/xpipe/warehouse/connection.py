@@ -19,16 +19,22 @@ from xpipe.core.config import Settings
 from xpipe.core.errors import WarehouseError
 from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.migrations import check_readable, migrate
+from xpipe.warehouse.run_liveness import mark_interrupted, report_interrupted
 
 SCHEMAS = ("raw", "model", "results", "meta")
 META_TABLES = ("meta.runs",)
 
 
 
+def connect(settings: Settings, read_only: bool = False, *, create: bool = False
+            ) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse. Only `create=True` (the commands that load or import) may make a new
+    one; anything else refuses a missing file before creating a directory or a database.
 
-def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    Opening for writing also migrates an older layout and marks runs whose process is gone
+    `interrupted`; opening read-only reports such runs (a warning) without writing."""
     path = settings.warehouse
-    if read_only and not path.exists():
+    if (read_only or not create) and not path.exists():
         raise WarehouseError(f"no warehouse at {path}: run `xpipe warehouse` (or `make warehouse`)")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Insertion order is never relied on (every output has explicit ids or ORDER BY), and
@@ -44,12 +50,14 @@ def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConne
     try:
         if read_only:
             check_readable(con, path)
+            report_interrupted(con, path)
         else:
             temp = settings.resolved_temp_directory()
             temp.mkdir(parents=True, exist_ok=True)
             con.execute(f"SET temp_directory = '{_sql_str(str(temp))}'")
             migrate(con, path)  # before ensure_layout: an empty file is a new warehouse
             ensure_layout(con)
+            mark_interrupted(con)
     except BaseException:
         con.close()
         raise

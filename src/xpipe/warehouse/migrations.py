@@ -23,9 +23,17 @@ def _nothing_to_change(con: duckdb.DuckDBPyConnection) -> str:
     return "layout unchanged: tables as written before versions were recorded"
 
 
+def _runs_process(con: duckdb.DuckDBPyConnection) -> str:
+    if _has_table(con, "meta", "runs"):
+        for column, kind in (("pid", "INTEGER"), ("host", "VARCHAR")):
+            con.execute(f"ALTER TABLE meta.runs ADD COLUMN IF NOT EXISTS {column} {kind}")
+    return "meta.runs: pid and host of each run (NULL for earlier runs), to find killed runs"
+
+
 # version v → the step to v + 1 (it returns a note saying what it changed)
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], str]] = {
     1: _nothing_to_change,
+    2: _runs_process,
 }
 CURRENT = UNVERSIONED + len(MIGRATIONS)
 

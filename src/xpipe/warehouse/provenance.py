@@ -1,5 +1,7 @@
 """Provenance: every writing command is a row of meta.runs with its parameters, row counts and
-timings, recorded even when the command fails (after its changes were rolled back)."""
+timings, recorded even when the command fails (after its changes were rolled back), with the
+process id and host that ran it, so a run whose process was killed is found later
+(`run_liveness`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from xpipe import __version__
+from xpipe.warehouse.run_liveness import this_process
 from xpipe.warehouse.sql_models import dump_json
 
 log = logging.getLogger("xpipe")
@@ -30,10 +33,11 @@ class RunRecorder:
         self.timings: dict[str, float] = {}
 
     def start(self) -> RunRecorder:
+        pid, host = this_process()
         self.con.execute(
-            "INSERT INTO meta.runs (run_id, command, status, started_at, xpipe_version, params) "
-            "VALUES (?, ?, 'running', now(), ?, ?)",
-            [self.run_id, self.command, __version__, dump_json(self.params)],
+            "INSERT INTO meta.runs (run_id, command, status, started_at, xpipe_version, params, "
+            "pid, host) VALUES (?, ?, 'running', now(), ?, ?, ?, ?)",
+            [self.run_id, self.command, __version__, dump_json(self.params), pid, host],
         )
         return self
 
