@@ -196,3 +196,26 @@ def test_other_paging_on_resume_needs_refresh(tmp_path: Path) -> None:
         run(path, FakeService(frame, 120), band_deg=30.0)
     run(path, FakeService(frame, 120), refresh=True, band_deg=30.0)
     assert rows(path, "SELECT count(*) FROM raw.detections")[0][0] == frame.height
+
+
+def test_pull_drops_what_was_derived_from_the_old_detections(tmp_path: Path) -> None:
+    from xpipe.models.store import ensure_tables
+    from xpipe.warehouse.contracts import create_table
+
+    path = tmp_path / "x.duckdb"
+    run(path, FakeService(fake_catalogue(), row_limit=120))
+    con = open_warehouse(path)
+    try:
+        ensure_tables(con)  # the stored model versions
+        for table in ("model.reference_stats", "results.detection_class",
+                      "results.new_detection_class", "results.bic_scores"):
+            create_table(con, table)
+    finally:
+        con.close()
+    counts = run(path, FakeService(fake_catalogue(seed=4), row_limit=120), refresh=True)
+    assert counts["derived_tables_reset"] == 4
+    left = {f"{s}.{t}" for s, t in rows(path, "SELECT schema_name, table_name FROM "
+                                              "duckdb_tables() WHERE schema_name IN "
+                                              "('model', 'results')")}
+    assert left == {"model.versions", "model.version_scaling", "model.version_components",
+                    "model.version_reference_stats"}

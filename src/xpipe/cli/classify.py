@@ -11,7 +11,12 @@ import duckdb
 
 from xpipe.cli.common import counts_text, print_frame, settings_from
 from xpipe.core.config import Settings
-from xpipe.warehouse.connection import connect
+from xpipe.core.errors import WarehouseError
+from xpipe.warehouse.connection import connect, table_exists
+
+# What print_summary reads; a load drops them with the rest of the derived state.
+SUMMARY_TABLES = ("model.stg_detections", "model.detection_features", "model.detection_roles",
+                  "results.detection_class", "results.source_class")
 
 
 @click.command()
@@ -55,6 +60,9 @@ def print_summary(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Rows per stage, sources per master class, and where the results are."""
     from xpipe.predict.batch import stage_counts
 
+    if not all(table_exists(con, table) for table in SUMMARY_TABLES):
+        raise WarehouseError(f"{settings.warehouse} holds no classification of its loaded "
+                             "detections (none ran since the last load): run `xpipe classify`")
     counts = stage_counts(con)
     click.echo("\nrows per stage:")
     for key, value in counts.items():

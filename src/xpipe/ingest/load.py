@@ -1,7 +1,8 @@
 """`xpipe warehouse`: load a catalogue and its SIMBAD labels into `raw`, atomically.
 
 The detections, the SIMBAD objects (or an offline match file) and the best-match cross-match
-are built as staging tables and swapped in together in one transaction.
+are built as staging tables and swapped in together in one transaction, which also drops
+everything derived from the detections they replace (`warehouse.derived`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from xpipe.core.resources import sql_dir
 from xpipe.ingest.files import check_unique, expand_inputs, load_files, open_input
 from xpipe.warehouse.connection import first_row, scalar, staging_name, swap_in, transaction
 from xpipe.warehouse.contracts import SchemaError, create_table, detection_key
+from xpipe.warehouse.derived import reset_derived
 from xpipe.warehouse.provenance import recorded_run
 from xpipe.warehouse.sql_models import load_macros, set_parameters
 
@@ -137,6 +139,7 @@ def load_catalogue(con: duckdb.DuckDBPyConnection, request: LoadRequest) -> dict
             run.count("simbad_objects",
                       stage_simbad(con, None if match_file else request.labels))
         swap_in(con, "raw.detections")
+        run.count("derived_tables_reset", len(reset_derived(con)))
         swap_in(con, "raw.simbad")
         with run.stage("crossmatch"):
             if match_file and request.labels is not None:

@@ -9,7 +9,8 @@ raw.detections__pull together with its meta.ingest_pages row, in one transaction
 and resuming are `paging.ResumablePull`'s, shared with the SIMBAD cross-match). When every
 page is done, raw.detections is rebuilt from the landed pages in one transaction, with det_id
 in page order then (name, obsid, obi, region_id): the same table whether or not the pull was
-interrupted, resumed or split differently on the way.
+interrupted, resumed or split differently on the way. That transaction also drops everything
+derived from the detections replaced (`warehouse.derived`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from xpipe.services.csc import (
 from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
 from xpipe.warehouse.connection import swap_in, transaction
 from xpipe.warehouse.contracts import SchemaError, detection_key, load_schema
+from xpipe.warehouse.derived import reset_derived
 from xpipe.warehouse.provenance import recorded_run
 
 TABLE = "raw.detections"
@@ -254,6 +256,7 @@ def pull_catalogue(con: duckdb.DuckDBPyConnection, config: CscConfig, *,
             pull.verify()
             run.count("detections", stage_final(con, config))
             swap_in(con, TABLE)
+            run.count("derived_tables_reset", len(reset_derived(con)))
             objects, matched = stage_labels(con, options)
             run.count("simbad_objects", objects)
             run.count("matched_sources", matched)

@@ -4,7 +4,9 @@ The published code forms an N×N matrix per class and keeps its diagonal; here e
 pseudo-inverse Σ⁺ is factored once as W Wᵀ (it is symmetric positive semi-definite), so that
 d_k(x) = ‖(x − μ_k) W_k‖² for every class comes out of one matrix product per chunk of rows.
 Reference statistics are accumulated chunk by chunk (Chan et al.'s pairwise update), so memory
-does not grow with the number of references either.
+does not grow with the number of references either. The float sums depend on where the chunks
+end: `predict.scoring.fit_reference_stats` feeds each group fixed blocks of its rows, so that
+the statistics do not depend on how the caller chunked them.
 """
 
 from __future__ import annotations

@@ -123,14 +123,46 @@ def assign_chunks(con: duckdb.DuckDBPyConnection, mixture: MixtureParams, *, chu
         yield frame, assign_clusters(feature_matrix(frame), mixture)
 
 
+# References per update of one (cluster, class) group's moments. Every group is updated with
+# its rows in det_id order, REFERENCE_BLOCK_ROWS at a time and then the rest, whatever chunks
+# they arrive in, so the statistics (and every probability) are the same bits for any
+# chunk_rows. Memory: at most REFERENCE_BLOCK_ROWS - 1 pending rows per group, 12 doubles each
+# (6 clusters × 10 classes × 8,191 × 96 bytes ≈ 47 MB at most, and never more than the
+# references themselves).
+REFERENCE_BLOCK_ROWS = 8192
+
+
 def fit_reference_stats(chunks: Iterable[pl.DataFrame], *, n_clusters: int,
                         min_references: int) -> MahalanobisSoftmin:
-    """The kernel fitted on chunks of references (label_class, cluster, the 12 features)."""
+    """The kernel fitted on chunks of references (label_class, cluster, the 12 features) in
+    det_id order; the result does not depend on how the rows are cut into chunks."""
     kernel = MahalanobisSoftmin(min_references)
-    shapes = {"n_clusters": n_clusters, "n_classes": len(class_names())}
+    n_classes = len(class_names())
+    shapes = {"n_clusters": n_clusters, "n_classes": n_classes}
+    pending: dict[int, list[F64]] = {}  # group key (cluster × n_classes + class) → rows
+
+    def update(key: int, x: F64) -> None:
+        cluster, code = divmod(key, n_classes)
+        kernel.partial_fit(x, np.full(len(x), code, np.int64), np.full(len(x), cluster, np.int64),
+                           **shapes)
+
     for frame in chunks:
-        kernel.partial_fit(feature_matrix(frame), class_codes(frame["label_class"]),
-                           frame["cluster"].to_numpy(), **shapes)
+        x = feature_matrix(frame)
+        keys = (frame["cluster"].to_numpy().astype(np.int64) * n_classes
+                + class_codes(frame["label_class"]))
+        for key in np.unique(keys):
+            rows = pending.setdefault(int(key), [])
+            rows.append(x[keys == key])
+            if sum(len(r) for r in rows) >= REFERENCE_BLOCK_ROWS:
+                group = np.concatenate(rows)
+                full = len(group) - len(group) % REFERENCE_BLOCK_ROWS
+                for start in range(0, full, REFERENCE_BLOCK_ROWS):
+                    update(int(key), group[start:start + REFERENCE_BLOCK_ROWS])
+                pending[int(key)] = [group[full:]]
+    for key in sorted(pending):
+        rest = np.concatenate(pending[key])
+        if len(rest):
+            update(key, rest)
     if not hasattr(kernel, "counts_"):  # no reference at all: every class unusable
         kernel.partial_fit(np.empty((0, len(feature_names()))), np.empty(0, np.int64),
                            np.empty(0, np.int64), **shapes)
