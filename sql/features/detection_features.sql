@@ -1,5 +1,6 @@
 -- The 12 features of METHOD §2 for the detections that pass the paper's selection, and the
--- cleaning. Ratios with a zero or null denominator are NULL (never inf), so such detections are
+-- cleaning. A detection with a physically impossible value (model.excluded_detections) is never
+-- selected, unless getvariable('exclude_impossible') is FALSE (classify-new, which flags it). Ratios with a zero or null denominator are NULL (never inf), so such detections are
 -- dropped. Only selected detections are kept: at catalogue scale they are ~4 % of the rows.
 -- The features, their order and which are log-transformed come from sql/seeds/features.csv;
 -- `derived` says how the ones that are not CSC columns are computed.
@@ -21,6 +22,7 @@ derived AS (
         ra,
         dec,
         flux_significance_b,
+        {{ physically_possible() }} AS is_possible,
     {% for f in features %}
         {{ derived[f] ~ ' AS ' if f in derived }}{{ f }}{{ ',' if not loop.last }}
     {% endfor %}
@@ -31,7 +33,8 @@ flagged AS (
     SELECT
         *,
         -- the paper's selection; a NULL threshold drops the significance cut
-        coalesce(
+        (is_possible OR NOT coalesce(getvariable('exclude_impossible'), TRUE))
+        AND coalesce(
             flux_significance_b > getvariable('min_flux_significance_b'),
             getvariable('min_flux_significance_b') IS NULL
         )
@@ -51,7 +54,7 @@ flagged AS (
 
 final AS (
     SELECT
-        * EXCLUDE (is_selected),
+        * EXCLUDE (is_selected, is_possible),
         has_all_features AND in_log_domain AS is_clean
     FROM flagged
     WHERE is_selected
