@@ -12,6 +12,8 @@
 } %}
 WITH detections AS (
     SELECT * FROM model.stg_detections
+    WHERE {{ physically_possible() }}
+       OR NOT coalesce(getvariable('exclude_impossible'), TRUE)
 ),
 
 derived AS (
@@ -22,7 +24,6 @@ derived AS (
         ra,
         dec,
         flux_significance_b,
-        {{ physically_possible() }} AS is_possible,
     {% for f in features %}
         {{ derived[f] ~ ' AS ' if f in derived }}{{ f }}{{ ',' if not loop.last }}
     {% endfor %}
@@ -33,8 +34,7 @@ flagged AS (
     SELECT
         *,
         -- the paper's selection; a NULL threshold drops the significance cut
-        (is_possible OR NOT coalesce(getvariable('exclude_impossible'), TRUE))
-        AND coalesce(
+        coalesce(
             flux_significance_b > getvariable('min_flux_significance_b'),
             getvariable('min_flux_significance_b') IS NULL
         )
@@ -54,7 +54,7 @@ flagged AS (
 
 final AS (
     SELECT
-        * EXCLUDE (is_selected, is_possible),
+        * EXCLUDE (is_selected),
         has_all_features AND in_log_domain AS is_clean
     FROM flagged
     WHERE is_selected
