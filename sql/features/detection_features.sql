@@ -1,5 +1,6 @@
 -- The 12 features of METHOD §2 for the detections that pass the paper's selection, and the
--- cleaning. Ratios with a zero or null denominator are NULL (never inf), so such detections are
+-- cleaning. A detection with a physically impossible value (model.excluded_detections) is never
+-- selected, unless getvariable('exclude_impossible') is FALSE (classify-new, which flags it). Ratios with a zero or null denominator are NULL (never inf), so such detections are
 -- dropped. Only selected detections are kept: at catalogue scale they are ~4 % of the rows.
 -- The features, their order and which are log-transformed come from sql/seeds/features.csv;
 -- `derived` says how the ones that are not CSC columns are computed.
@@ -11,6 +12,8 @@
 } %}
 WITH detections AS (
     SELECT * FROM model.stg_detections
+    WHERE {{ physically_possible() }}
+       OR NOT coalesce(getvariable('exclude_impossible'), TRUE)
 ),
 
 derived AS (

@@ -2,7 +2,9 @@
 -- 8×getvariable('match_radius_arcsec')) its unit vector falls in, and a hash of that cell that
 -- assigns it to a cross-match partition. Materialised once, with match_simbad_cells.sql, so
 -- that each partition of simbad_match.sql only filters on cell_hash: grouping 10^8 detections
--- and joining in one query needs the memory of both at once.
+-- and joining in one query needs the memory of both at once. Detections with a physically
+-- impossible value (sql/seeds/physical_ranges.csv) give no position: a source has its first
+-- possible detection's, or none.
 WITH params AS (
     SELECT 8.0 * radians(getvariable('match_radius_arcsec') / 3600.0) AS cell
 ),
@@ -10,6 +12,7 @@ WITH params AS (
 sources AS (
     SELECT name, arg_min(ra, det_id) AS ra, arg_min(dec, det_id) AS dec
     FROM raw.detections
+    WHERE {{ physically_possible() }}
     GROUP BY name
 ),
 

@@ -1,8 +1,9 @@
 """`xpipe crossmatch`: each master source's best SIMBAD match through SIMBAD's TAP service.
 
 Master positions (the position of each source's first detection, as the offline cross-match
-uses) go up with TAP_UPLOAD in chunks of at most 200,000 rows; the service returns every
-`basic` object within the radius, validated against schemas/raw.simbad.yaml, and the closest
+uses; detections with a physically impossible value, see sql/seeds/physical_ranges.csv, are left
+out) go up with TAP_UPLOAD in chunks of at most 200,000 rows; the service returns every `basic`
+object within the radius, validated against schemas/raw.simbad.yaml, and the closest
 one (ties: smallest main_id) is kept per source, validated against raw.simbad_match. Chunks are
 resumable by the same `paging.ResumablePull` as the CSC pull: a chunk's matches and its
 meta.ingest_pages row land together, and a chunk the service truncates (OVERFLOW) is split in
@@ -41,6 +42,7 @@ from xpipe.warehouse.connection import (
 )
 from xpipe.warehouse.contracts import SchemaError, load_schema, resolve_columns
 from xpipe.warehouse.provenance import recorded_run
+from xpipe.warehouse.sql_models import physically_possible
 
 PULL = "simbad"
 MATCH_TABLE = "raw.simbad_match"
@@ -95,13 +97,14 @@ def chunk_sources(record: PageRecord) -> int:
 
 
 def stage_sources(con: duckdb.DuckDBPyConnection) -> int:
-    """Master positions in name order, numbered from 0, in a temporary table."""
+    """Master positions in name order, numbered from 0, in a temporary table: as the offline
+    match, each source's first detection without a physically impossible value."""
     require_tables(con, ["raw.detections"], "run `xpipe warehouse` first")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SOURCES} AS
         SELECT row_number() OVER (ORDER BY name) - 1 AS i, name, ra, dec FROM (
             SELECT name, arg_min(ra, det_id) AS ra, arg_min(dec, det_id) AS dec
-            FROM raw.detections GROUP BY name)
+            FROM raw.detections WHERE {physically_possible()} GROUP BY name)
     """)
     return count_rows(con, f"SELECT count(*) FROM {SOURCES}")
 

@@ -20,7 +20,7 @@ from xpipe.warehouse.connection import first_row, scalar, staging_name, swap_in,
 from xpipe.warehouse.contracts import SchemaError, create_table, detection_key
 from xpipe.warehouse.derived import reset_derived
 from xpipe.warehouse.provenance import recorded_run
-from xpipe.warehouse.sql_models import load_macros, set_parameters
+from xpipe.warehouse.sql_models import load_macros, render_sql, set_parameters
 
 MATCH_FILE_MARKERS = {"angdist", "separation", "separation_arcsec"}
 # Sources per cross-match partition. Measured: 3.4M sources (10^7 simulated detections) match
@@ -84,7 +84,7 @@ def stage_crossmatch(con: duckdb.DuckDBPyConnection, radius_arcsec: float) -> in
     scratch = [staging_name("raw.match_sources"), staging_name("raw.match_simbad_cells")]
     for table, model in zip(scratch, ("match_sources", "match_simbad_cells"), strict=True):
         con.execute(f"CREATE OR REPLACE TABLE {table} AS "
-                    f"{(sql_dir() / 'ingest' / f'{model}.sql').read_text()}")
+                    f"{render_sql((sql_dir() / 'ingest' / f'{model}.sql').read_text())}")
     partitions = max(1, -(-scalar(con, f"SELECT count(*) FROM {scratch[0]}")
                           // MATCH_PARTITION_SOURCES))
     sql = (sql_dir() / "ingest" / "simbad_match.sql").read_text()

@@ -142,10 +142,17 @@ def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, *, params: 
 
 
 def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Rows at each stage: pulled → selected → cleaned → labeled → classified → sources."""
-    one = only_row(con, """
+    """Rows at each stage: pulled → excluded for an impossible value → selected → cleaned →
+    labeled → classified → sources. A warehouse classified before model.excluded_detections
+    existed counts no exclusions."""
+    has_exclusions = bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = "
+                                      "'model' AND table_name = 'excluded_detections'"))
+    impossible = ("(SELECT count(*) FROM model.excluded_detections)" if has_exclusions
+                  else "0")
+    one = only_row(con, f"""
         SELECT
             (SELECT count(*) FROM model.stg_detections),
+            {impossible},
             (SELECT count(*) FROM model.detection_features),
             (SELECT count(*) FROM model.detection_features WHERE is_clean),
             (SELECT count(*) FROM model.detection_roles WHERE role = 'reference'),
@@ -157,8 +164,9 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             (SELECT count(*) FROM results.source_class WHERE is_unique),
             (SELECT count(*) FROM results.source_class WHERE NOT is_unique)
     """)
-    keys = ["detections", "selected", "cleaned", "references", "targets", "excluded",
-            "classified", "unclassifiable", "sources", "uniquely_classified", "ambiguous"]
+    keys = ["detections", "impossible_values", "selected", "cleaned", "references", "targets",
+            "excluded", "classified", "unclassifiable", "sources", "uniquely_classified",
+            "ambiguous"]
     return dict(zip(keys, (int(v) for v in one), strict=True))
 
 

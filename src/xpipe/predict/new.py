@@ -47,7 +47,12 @@ from xpipe.warehouse.contracts import (
     load_schema,
 )
 from xpipe.warehouse.dtypes import arrow_type, polars_schema
-from xpipe.warehouse.seeds import class_names, feature_names
+from xpipe.warehouse.seeds import (
+    PhysicalRange,
+    class_names,
+    feature_names,
+    physical_ranges,
+)
 from xpipe.warehouse.sql_models import (
     build,
     discover_models,
@@ -65,8 +70,6 @@ DERIVED = {  # feature: the raw columns it is computed from, denominator last
     "var_ratio_s": ("var_sigma_s", "var_mean_s"),
     "var_newq_b": ("var_max_b", "var_min_b", "var_mean_b"),
 }
-PHYSICAL_RANGE = {"hard_hm": (-1, 1), "hard_hs": (-1, 1), "hard_ms": (-1, 1),
-                  "var_prob_b": (0, 1), "var_prob_h": (0, 1), "var_prob_s": (0, 1)}
 VOTE_COLUMNS = ("hard_class", "soft_class", "master_class", "agg_master_class")
 
 
@@ -145,7 +148,8 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
     models = discover_models()
     load_macros(con)
     run_models(con, layers=["seeds"])
-    set_parameters(con, dict(model.selection))
+    # a physically impossible value is flagged (out_of_range), not excluded as `classify` does
+    set_parameters(con, {**model.selection, "exclude_impossible": False})
     build(con, models["model.stg_detections"])
     build(con, models["model.detection_features"])
     con.execute("CREATE OR REPLACE TEMP TABLE __in_selection AS "
@@ -207,19 +211,31 @@ def feature_reasons(frame: pl.DataFrame, model: FrozenModel) -> pl.Series:
     ).to_series()
 
 
+def outside(rng: PhysicalRange) -> pl.Expr:
+    """True where the column is outside its physical range (sql/seeds/physical_ranges.csv)."""
+    col = pl.col(rng.column)
+    conditions = []
+    if rng.min is not None:
+        conditions.append(col < rng.min if rng.min_inclusive else col <= rng.min)
+    if rng.max is not None:
+        conditions.append(col > rng.max if rng.max_inclusive else col >= rng.max)
+    return pl.any_horizontal(conditions)
+
+
 def range_flags(frame: pl.DataFrame, model: FrozenModel) -> pl.Series:
-    """Features outside the range the scaling was fitted on (scaled < 0 or > 1), or outside
-    their physical range (hardness ratios, variability probabilities), e.g. `bb_kt 1.04`."""
+    """Features outside the range the scaling was fitted on (scaled < 0 or > 1), or, for the
+    unscaled ones (hardness ratios, variability probabilities), outside their physical range
+    in sql/seeds/physical_ranges.csv, e.g. `bb_kt 1.04`, `hard_hm = 1.5`."""
+    ranges = physical_ranges()
     flags = []
     for s in model.scaling:
         if s.transform != "none":
             col = pl.col(f"scaled:{s.feature}")
             flags.append(pl.when((col < 0) | (col > 1))
                          .then(pl.format(f"{s.feature} {{}}", col.round(3))))
-        elif s.feature in PHYSICAL_RANGE:
-            lo, hi = PHYSICAL_RANGE[s.feature]
+        elif s.feature in ranges:
             col = pl.col(s.feature)
-            flags.append(pl.when((col < lo) | (col > hi))
+            flags.append(pl.when(outside(ranges[s.feature]))
                          .then(pl.format(f"{s.feature} = {{}}", col)))
     return frame.select(_joined(flags).alias("out_of_range")).to_series()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
 from xpipe.core.resources import sql_dir
@@ -99,3 +100,34 @@ def class_otypes() -> dict[str, str]:
         if r["kind"] == "reference":
             first.setdefault(r["class"], r["otype"])
     return {c: first[c] for c in class_names()}
+
+
+@dataclass(frozen=True)
+class PhysicalRange:
+    """The possible values of one detection column (sql/seeds/physical_ranges.csv)."""
+
+    column: str
+    min: float | None
+    max: float | None
+    min_inclusive: bool
+    max_inclusive: bool
+
+    def interval(self) -> str:
+        """`[-1, 1]`, `[0, 360)`, `[0, inf)`."""
+        lo = "-inf" if self.min is None else f"{self.min:g}"
+        hi = "inf" if self.max is None else f"{self.max:g}"
+        return (("[" if self.min_inclusive else "(") + f"{lo}, {hi}"
+                + ("]" if self.max_inclusive else ")"))
+
+
+def _bound(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+@cache
+def physical_ranges() -> dict[str, PhysicalRange]:
+    """Column → its physically possible range, in seed order."""
+    return {r["column_name"]: PhysicalRange(
+        r["column_name"], _bound(r["min_value"]), _bound(r["max_value"]),
+        r["min_inclusive"].strip().lower() == "true", r["max_inclusive"].strip().lower() == "true")
+        for r in seed_rows("physical_ranges")}

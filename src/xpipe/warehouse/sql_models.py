@@ -39,10 +39,12 @@ from xpipe.warehouse.contracts import (
     sidecars,
 )
 from xpipe.warehouse.seeds import (
+    PhysicalRange,
     aggregated_class_names,
     class_names,
     feature_names,
     feature_transforms,
+    physical_ranges,
 )
 
 
@@ -85,13 +87,45 @@ def column_list(names: Iterable[str], alias: str = "") -> str:
     return ", ".join(prefix + sql_ident(n) for n in names)
 
 
+def outside_range_sql(rng: PhysicalRange, alias: str = "") -> str:
+    """SQL true where the column's value is outside its physical range (NULL where NULL)."""
+    column = (f"{alias}." if alias else "") + sql_ident(rng.column)
+    conditions = []
+    if rng.min is not None:
+        conditions.append(f"{column} {'<' if rng.min_inclusive else '<='} {rng.min!r}")
+    if rng.max is not None:
+        conditions.append(f"{column} {'>' if rng.max_inclusive else '>='} {rng.max!r}")
+    return "(" + " OR ".join(conditions) + ")"
+
+
+def physically_possible(alias: str = "") -> str:
+    """SQL true where no value of the row is outside its range in sql/seeds/physical_ranges.csv
+    (the Jinja global `physically_possible()`)."""
+    outside = " OR ".join(outside_range_sql(r, alias) for r in physical_ranges().values())
+    return f"NOT coalesce({outside}, FALSE)"
+
+
+def impossible_values(alias: str = "") -> str:
+    """SQL text naming each value of the row outside its physical range, e.g. `hard_hm = 1.5
+    outside [-1, 1], ra = 720.0 outside [0, 360)`; NULL when none (the Jinja global
+    `impossible_values()`)."""
+    prefix = f"{alias}." if alias else ""
+    parts = [f"CASE WHEN {outside_range_sql(r, alias)} THEN "
+             f"{sql_literal(r.column + ' = ')} || CAST({prefix}{sql_ident(r.column)} AS VARCHAR) "
+             f"|| {sql_literal(' outside ' + r.interval())} END"
+             for r in physical_ranges().values()]
+    return f"nullif(concat_ws(', ', {', '.join(parts)}), '')"
+
+
 @cache
 def _jinja() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(sql_string=sql_literal, ident=sql_ident, columns=column_list)
     env.globals.update(classes=class_names(), agg_classes=aggregated_class_names(),
-                       features=feature_names(), transforms=feature_transforms())
+                       features=feature_names(), transforms=feature_transforms(),
+                       physically_possible=physically_possible,
+                       impossible_values=impossible_values)
     return env
 
 
