@@ -22,8 +22,9 @@ from xpipe.predict.scoring import fit_reference_stats
 from xpipe.warehouse.connection import connect
 from xpipe.warehouse.contracts import create_table
 from xpipe.warehouse.seeds import class_names, feature_names
+from xpipe.warehouse.sql_models import discover_models
 
-SEEDS = {"model.class_groups", "model.classes", "model.features", "model.otype_classes"}
+SEEDS = {m.name for m in discover_models().values() if m.materialized == "seed"}
 SCIENCE_TABLES = ("results.bic_scores", "results.validation_metrics", "results.stability")
 _spec = importlib.util.spec_from_file_location(
     "pin_results", Path(__file__).resolve().parents[1] / "scripts" / "pin_results.py")
