@@ -31,6 +31,8 @@ SERVED="${DACHS_SERVED:-/var/gavo/state/xpipe-served}"
 PY="${PY:-$REPO/.venv/bin/python}"
 URL="http://127.0.0.1:$DACHS_PORT/tap"
 export DEBIAN_FRONTEND=noninteractive
+CALLER_PWD="$PWD"
+cd /  # the server, PostgreSQL and su'd commands may not be able to enter the checkout
 
 log() { echo "dachs.sh: $*" >&2; }
 
@@ -203,6 +205,7 @@ psql_gavo() {
 load() {
   need_root
   local sim="$1"; shift
+  case "$sim" in /*) ;; *) sim="$CALLER_PWD/$sim" ;; esac
   local schemas=("$@")
   [ ${#schemas[@]} -gt 0 ] || schemas=(csc2)
   if server_up && { [ ! -f "$SERVED" ] || [ "$(cat "$SERVED")" != "$(identity)" ]; }; then
