@@ -45,23 +45,29 @@ endif
 ## TAP_URL=http://127.0.0.1:8086/tap`
 dachs-serve: $(STAMP)
 	$(DACHS) install
-	$(DACHS) start
-	rm -rf $(DACHS_SIM)
-	$(XPIPE) simulate --detections $(DETECTIONS) --seed $(SEED) --out $(DACHS_SIM)
+	@set -e; trap 'rc=$$?; [ $$rc = 0 ] || $(DACHS) stop; exit $$rc' EXIT; \
+	trap 'exit 130' INT TERM HUP; set -x; \
+	$(DACHS) start; \
+	rm -rf $(DACHS_SIM); \
+	$(XPIPE) simulate --detections $(DETECTIONS) --seed $(SEED) --out $(DACHS_SIM); \
 	$(DACHS) load $(DACHS_SIM) $(DACHS_SCHEMAS)
 
 dachs-stop:
 	$(DACHS) stop
 
-## the service tests against a local DaCHS (installed and started here, stopped afterwards)
+## the service tests against a local DaCHS (installed and started here for this checkout, and
+## stopped on every way out: success, failure, Ctrl-C). The server reads copies of its inputs in
+## /var/gavo/inputs, so this works from a checkout other users cannot read.
 test-services: $(STAMP)
 	$(DACHS) install
-	$(DACHS) start
-	rm -rf warehouse/dachs/test-sim
-	$(XPIPE) simulate --detections 4000 --seed 7 --out warehouse/dachs/test-sim > /dev/null
-	$(DACHS) load warehouse/dachs/test-sim csc2 csc21
+	@set -e; trap 'rc=$$?; $(DACHS) stop; exit $$rc' EXIT; trap 'exit 130' INT TERM HUP; \
+	set -x; \
+	$(DACHS) start; \
+	rm -rf warehouse/dachs/test-sim; \
+	$(XPIPE) simulate --detections 4000 --seed 7 --out warehouse/dachs/test-sim > /dev/null; \
+	$(DACHS) load warehouse/dachs/test-sim csc2 csc21; \
 	XPIPE_TAP_TEST_URL=$(DACHS_URL) XPIPE_TAP_TEST_SIM=$(CURDIR)/warehouse/dachs/test-sim \
-	  $(PY) -m pytest -m services tests/services; rc=$$?; $(DACHS) stop; exit $$rc
+	  $(PY) -m pytest -m services tests/services
 
 classify: $(STAMP)
 	$(XPIPE) classify

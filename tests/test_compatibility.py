@@ -63,6 +63,25 @@ def test_an_unversioned_warehouse_is_migrated_once(loaded: Path, cli) -> None:
     assert _versions(loaded) == versions
 
 
+def test_a_version_3_warehouse_gains_match_type_and_keeps_its_rows(loaded: Path) -> None:
+    """raw.detections as xpipe wrote it before match_type: migrated on the next write, every
+    row kept, match_type NULL; a pull or load afterwards fills it."""
+    with duckdb.connect(str(loaded)) as con:  # make it what the previous xpipe wrote
+        con.execute("ALTER TABLE raw.detections DROP COLUMN match_type")
+        con.execute("DELETE FROM meta.schema_version")
+        con.execute("INSERT INTO meta.schema_version VALUES (3, now(), 'old', 'new warehouse')")
+        before = con.execute("SELECT * FROM raw.detections ORDER BY det_id").fetchall()
+    assert CURRENT == 4 and len(before) == 40
+    connect(Settings(warehouse=loaded)).close()
+    with duckdb.connect(str(loaded), read_only=True) as con:
+        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(4,)]
+        assert con.execute("SELECT * EXCLUDE (match_type) FROM raw.detections ORDER BY det_id"
+                           ).fetchall() == before
+        assert con.execute("SELECT count(match_type) FROM raw.detections").fetchall() == [(0,)]
+        columns = [r[0] for r in con.execute("DESCRIBE raw.detections").fetchall()]
+    assert columns[-1] == "match_type"  # where a new warehouse has it: the contract's order
+
+
 def test_a_warehouse_from_a_newer_xpipe_is_refused(loaded: Path, cli) -> None:
     with duckdb.connect(str(loaded)) as con:
         con.execute("INSERT INTO meta.schema_version VALUES (?, now(), '9.9', 'future')",

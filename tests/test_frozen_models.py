@@ -266,3 +266,46 @@ def test_classify_new_errors_name_file_row_and_column(base, cli, tmp_path: Path)
 def test_dag_lists_the_sql_models(cli) -> None:
     output = cli("dag").output
     assert "`model.scaled_features`" in output and "`model.versions`" in output
+
+
+def test_match_type_selection_is_recorded_and_applied_by_classify_new(
+        base, cli, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """`classify --match-type u` selects on master_stack_assoc.match_type, records it in the
+    model (and only then: the default run's selection and parameters have no such key), and
+    classify-new applies the recorded option."""
+    params = read_frame(base["warehouse"], "SELECT params FROM meta.runs WHERE command = "
+                                           "'classify'")["params"].to_list()
+    assert all("match_type" not in json.loads(p) for p in params)
+    wh = frozen_copy(tmp_path_factory, "match-type")["warehouse"]
+    with duckdb.connect(str(wh)) as con:
+        con.execute("UPDATE raw.detections SET match_type = CASE WHEN det_id % 4 = 0 THEN 'a' "
+                    "ELSE 'u' END")
+    cli("--warehouse", str(wh), "classify", "--match-type", "u")
+    selected = read_frame(wh, "SELECT count(*) AS n, count(*) FILTER (WHERE det_id % 4 = 0) "
+                              "AS a FROM model.detection_features").rows()[0]
+    assert selected[0] > 0 and selected[1] == 0
+    con = duckdb.connect(str(wh), read_only=True)
+    model = store.load(con)
+    run_params = json.loads(con.execute("SELECT params FROM meta.runs WHERE command = "
+                                        "'classify' ORDER BY started_at DESC LIMIT 1"
+                                        ).fetchall()[0][0])
+    con.close()
+    assert model.selection == {"min_flux_significance_b": 5.0, "require_spectral_fits": True,
+                               "match_type": "u"}
+    assert run_params["match_type"] == "u"
+    assert "match_type = 'u'" in frozen.describe(model)
+    detections = tmp_path / "detections.csv"
+    cli("--warehouse", str(wh), "sql", "--out", str(detections),
+        "SELECT r.* EXCLUDE (det_id, source_file, source_row) FROM raw.detections AS r "
+        "JOIN model.detection_features AS f USING (det_id) WHERE f.is_clean "
+        "ORDER BY r.det_id LIMIT 400")
+    frame = pl.read_csv(detections, infer_schema_length=None).with_columns(
+        match_type=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("a"))
+        .otherwise(pl.lit("u")))
+    frame.write_csv(detections)
+    out = tmp_path / "out.parquet"
+    cli("--warehouse", str(wh), "classify-new", str(detections), "--out", str(out))
+    result = pl.read_parquet(out).join(frame.select(*KEY, "match_type"), on=KEY)
+    assert result.height == 400
+    assert result.filter(pl.col("in_selection"))["match_type"].unique().to_list() == ["u"]
+    assert result.filter(pl.col("match_type") == "u")["in_selection"].all()

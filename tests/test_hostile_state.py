@@ -149,15 +149,16 @@ def test_version_2_warehouse_migrates_and_keeps_its_runs(loaded: Path) -> None:
     with duckdb.connect(str(loaded)) as con:  # make it what the previous xpipe wrote
         con.execute("ALTER TABLE meta.runs DROP COLUMN host")
         con.execute("ALTER TABLE meta.runs DROP COLUMN pid")
+        con.execute("ALTER TABLE raw.detections DROP COLUMN match_type")
         con.execute("DELETE FROM meta.schema_version")
         con.execute("INSERT INTO meta.schema_version VALUES (2, now(), 'old', 'new warehouse')")
         before = con.execute("SELECT * FROM meta.runs").fetchall()
-    assert CURRENT == 3
+    assert CURRENT == 4
     with connect(Settings(warehouse=loaded), read_only=True) as con:  # read-only: untouched
         assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(2,)]
     connect(Settings(warehouse=loaded)).close()
     with duckdb.connect(str(loaded), read_only=True) as con:
-        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(3,)]
+        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(4,)]
         assert con.execute("SELECT * EXCLUDE (pid, host) FROM meta.runs").fetchall() == before
         assert con.execute("SELECT pid, host FROM meta.runs").fetchall() == [(None, None)]
 

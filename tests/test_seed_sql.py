@@ -68,8 +68,9 @@ def test_preprocessing_fits_every_seed_feature() -> None:
 
 def test_detection_features_computes_the_seed_features_in_order() -> None:
     items = select_items(cte("model.detection_features", "derived"))
-    assert items[:6] == ["det_id", "name", "obsid", "ra", "dec", "flux_significance_b"]
-    assert [item.split(" AS ")[-1] for item in items[6:]] == list(feature_names())
+    assert items[:7] == ["det_id", "name", "obsid", "ra", "dec", "flux_significance_b",
+                         "match_type"]
+    assert [item.split(" AS ")[-1] for item in items[7:]] == list(feature_names())
     flagged = cte("model.detection_features", "flagged")
     complete = re.search(r"coalesce\(\n\s*(.*),\n\s*FALSE\n\s*\) AS has_all_features", flagged)
     assert complete and complete.group(1).split(" IS NOT NULL AND ") == \

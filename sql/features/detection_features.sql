@@ -24,6 +24,7 @@ derived AS (
         ra,
         dec,
         flux_significance_b,
+        match_type,
     {% for f in features %}
         {{ derived[f] ~ ' AS ' if f in derived }}{{ f }}{{ ',' if not loop.last }}
     {% endfor %}
@@ -39,7 +40,10 @@ flagged AS (
             getvariable('min_flux_significance_b') IS NULL
         )
         AND (NOT getvariable('require_spectral_fits')
-             OR (powlaw_gamma IS NOT NULL AND bb_kt IS NOT NULL)) AS is_selected,
+             OR (powlaw_gamma IS NOT NULL AND bb_kt IS NOT NULL))
+        -- an optional selection on master_stack_assoc.match_type (NULL: none)
+        AND coalesce(match_type = getvariable('match_type'), getvariable('match_type') IS NULL)
+            AS is_selected,
         coalesce(
             {%+ for f in features %}{{ f }} IS NOT NULL{{ ' AND ' if not loop.last }}{% endfor %},
             FALSE
@@ -54,7 +58,7 @@ flagged AS (
 
 final AS (
     SELECT
-        * EXCLUDE (is_selected),
+        * EXCLUDE (is_selected, match_type),
         has_all_features AND in_log_domain AS is_clean
     FROM flagged
     WHERE is_selected

@@ -18,7 +18,8 @@ renamed AS (
         bb_kt,
         var_prob_b, var_sigma_b, var_mean_b, var_min_b, var_max_b,
         var_prob_h, var_sigma_h, var_mean_h,
-        var_prob_s, var_sigma_s, var_mean_s
+        var_prob_s, var_sigma_s, var_mean_s,
+        match_type
     FROM source
 )
 

@@ -27,7 +27,7 @@ BAND_DEG = 30.0
 FAST_RETRY = RetryPolicy(attempts=4, backoff_s=0.05, backoff_max_s=0.2)
 TIMEOUT_S = 4.0  # the proxy's stall outlasts it
 STALL_S = 6.0
-FILE_ONLY = ("det_id", "source_file", "source_row", "detect_stack_id")
+FILE_ONLY = ("det_id", "source_file", "source_row", "detect_stack_id", "match_type")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from factories import detections_frame
 
 from xpipe.services.csc import Box
 from xpipe.services.simbad import EDGE_MARGIN
-from xpipe.services.tap import Overflow, TapResult
+from xpipe.services.tap import Overflow, QueryRefusedError, TapResult
 
 
 def fake_catalogue(n: int = 600, seed: int = 3) -> pl.DataFrame:
@@ -41,18 +41,22 @@ def in_box(frame: pl.DataFrame, box: Box | None) -> pl.DataFrame:
 
 
 class FakeService:
-    """Answers like a CSC service over `frame`, with faults on given fetch numbers."""
+    """Answers like a CSC service over `frame`, with faults on given fetch numbers; with
+    `refuse_count` it refuses every COUNT(*) as a service whose ADQL parser has none."""
 
     def __init__(self, frame: pl.DataFrame, row_limit: int, overflow_on: set[int] = frozenset(),
                  short_on: set[int] = frozenset(), retype_on: set[int] = frozenset(),
-                 interrupt_on: int | None = None) -> None:
+                 interrupt_on: int | None = None, refuse_count: bool = False) -> None:
         self.frame, self.row_limit = frame, row_limit
+        self.refuse_count = refuse_count
         self.overflow_on, self.short_on, self.retype_on = overflow_on, short_on, retype_on
         self.interrupt_on = interrupt_on
         self.fetches = 0
         self.counts = 0
 
     def count(self, box: Box | None) -> int:
+        if self.refuse_count:
+            raise QueryRefusedError("fake service: COUNT is not supported")
         self.counts += 1
         return in_box(self.frame, box).height
 

@@ -15,7 +15,10 @@ Faults:
   truncate  a complete HTTP answer whose VOTable stops halfway (unparseable XML)
   overflow  the real answer with its final QUERY_STATUS rewritten to OVERFLOW
 `always` with `always_from` breaks every data request from that one on; `rename=(old, new)`
-renames a FIELD in every data answer (a service that changed a column).
+renames a FIELD in every data answer (a service that changed a column); `refuse=(" JOIN ",
+"COUNT(")` answers every query whose ADQL contains one of those strings (case-insensitive) with
+HTTP 400 and a VOTable QUERY_STATUS ERROR, as a TAP service whose ADQL parser lacks them
+(sync queries and async job creation alike; `refused` lists what was refused).
 """
 
 from __future__ import annotations
@@ -27,12 +30,24 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 FAULTS = ("drop", "500", "503", "stall", "cut", "truncate", "overflow")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
                "proxy-connection", "te", "trailer", "upgrade", "accept-encoding"}
 STATUS_OK = re.compile(rb'(name="QUERY_STATUS"\s+value=")OK(")')
+REFUSAL = ('<?xml version="1.0" encoding="utf-8"?>\n'
+           '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE '
+           'type="results"><INFO name="QUERY_STATUS" value="ERROR">Could not parse your '
+           'query: {what} is not supported by this service</INFO></RESOURCE></VOTABLE>')
+
+
+def adql_of(path: str, body: bytes) -> str:
+    """The QUERY parameter of a TAP request (URL or form body), or ''."""
+    params = parse_qs(urlsplit(path).query)
+    if body:
+        params.update(parse_qs(body.decode("utf-8", "replace")))
+    return " ".join(params.get("QUERY", []) + params.get("query", []))
 
 
 def is_data_request(method: str, path: str) -> bool:
@@ -46,7 +61,8 @@ class FaultProxy:
     def __init__(self, upstream: str, schedule: dict[int, str] | None = None,
                  always: str | None = None, always_from: int = 1, stall_s: float = 3.0,
                  delay_s: float = 0.0, control_faults: dict[int, str] | None = None,
-                 rename: tuple[str, str] | None = None) -> None:
+                 rename: tuple[str, str] | None = None, refuse: tuple[str, ...] = ()
+                 ) -> None:
         for fault in [*(schedule or {}).values(), *(control_faults or {}).values(),
                       *([always] if always else [])]:
             if fault not in FAULTS:
@@ -61,6 +77,8 @@ class FaultProxy:
         self.always = always
         self.always_from = always_from
         self.rename = rename
+        self.refuse = tuple(refuse)
+        self.refused: list[str] = []
         self.stall_s = stall_s
         self.delay_s = delay_s
         self.lock = threading.Lock()
@@ -126,6 +144,13 @@ class FaultProxy:
                 headers["Host"] = f"{proxy.upstream_host}:{proxy.upstream_port}"
                 if body:
                     headers["Content-Length"] = str(len(body))
+                adql = adql_of(self.path, body)
+                what = next((w for w in proxy.refuse if w.upper() in adql.upper()), None)
+                if what is not None:
+                    with proxy.lock:
+                        proxy.refused.append(adql)
+                    return self._send(400, [("Content-Type", "text/xml")],
+                                      REFUSAL.format(what=what.strip()).encode())
                 fault = proxy.next_fault(self.command, self.path)
                 if proxy.delay_s and is_data_request(self.command, self.path):
                     time.sleep(proxy.delay_s)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 from conftest import (
     PAGE_ROWS,
@@ -55,6 +56,44 @@ def test_pull_returns_exactly_the_served_catalogue(clean_pull: Path, reference_d
     assert biggest[0][0] <= PAGE_ROWS
     stacks = rows(clean_pull, "SELECT count(*) FROM raw.detections WHERE detect_stack_id IS NULL")
     assert stacks == [(0,)]  # the join key comes along
+
+
+def test_match_type_is_the_served_association(clean_pull: Path, served_sim: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent / "dachs"))
+    from make_tables import csc_tables
+
+    det = pl.read_parquet(sorted((served_sim / "detections").glob("*.parquet")))
+    assoc = csc_tables(det)["master_stack_assoc"]
+    got = rows(clean_pull, "SELECT name, detect_stack_id, region_id, match_type "
+                           "FROM raw.detections ORDER BY ALL")
+    assert got == sorted(assoc.rows())
+    assert {m for *_, m in got} == {"a", "u"}
+
+
+def test_pull_when_the_server_refuses_join_and_count(tmp_path: Path, tap_url: str,
+                                                     clean_pull: Path) -> None:
+    """A server whose ADQL knows neither JOIN nor COUNT(*), like the CSC services are
+    reported to be: the pull sends no JOIN, pages without counts, and gets the same table."""
+    path = tmp_path / "x.duckdb"
+    said: list[str] = []
+    with FaultProxy(tap_url, refuse=(" JOIN ", "COUNT(")) as proxy:
+        from xpipe.ingest.pull import PullOptions, pull_catalogue
+
+        con = open_warehouse(path)
+        try:
+            counts = pull_catalogue(con, csc_config(proxy.url), options=PullOptions(),
+                                    echo=said.append)
+        finally:
+            con.close()
+    assert proxy.refused and all("COUNT(" in q and " JOIN " not in q.upper()
+                                 for q in proxy.refused)
+    assert any("refuses COUNT(*)" in m for m in said)
+    assert counts["pages_split"] >= 2  # full pages were split without counts
+    assert rows(path, "SELECT count(*) FROM meta.ingest_pages WHERE status = 'done' AND "
+                      "expected_rows IS NOT NULL AND rows > 0") == [(0,)]
+    assert rows(path, "SELECT max(rows) FROM meta.ingest_pages WHERE status = 'done'"
+                )[0][0] < PAGE_ROWS
+    assert whole_table(path) == whole_table(clean_pull)
 
 
 def test_crossmatch_equals_offline_best_match(clean_pull: Path, reference_db: Path) -> None:

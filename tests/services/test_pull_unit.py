@@ -5,23 +5,35 @@ important ones against a real TAP server."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pytest
 import requests
 from conftest import open_warehouse, rows, whole_table
 from fakes import FakeService, fake_catalogue
+from faultproxy import FaultProxy
 from pyvo.dal import DALFormatError, DALQueryError, DALServiceError
 
-from xpipe.ingest.pull import Page, PullOptions, contract_names, pull_catalogue
-from xpipe.services.csc import CSC_RELEASES, OBSID_END, Box, dec_bands, detections_query
+from xpipe.ingest.pull import CscSource, Page, PullOptions, contract_names, pull_catalogue
+from xpipe.services.csc import (
+    CSC_RELEASES,
+    OBSID_END,
+    Box,
+    count_query,
+    dec_bands,
+    detections_query,
+)
 from xpipe.services.tap import (
     Overflow,
+    QueryRefusedError,
     RetryPolicy,
     ServiceError,
     TapClient,
+    TapResult,
     TapServiceConfig,
     is_transient,
 )
@@ -33,11 +45,12 @@ def config(row_limit: int = 120, band_deg: float = 45.0):
                    band_deg=band_deg)
 
 
-def run(path: Path, service: FakeService, refresh: bool = False, **kw) -> dict[str, int]:
+def run(path: Path, service: FakeService, refresh: bool = False,
+        echo: Callable[[str], None] = lambda _m: None, **kw) -> dict[str, int]:
     con = open_warehouse(path)
     try:
         return pull_catalogue(con, config(**kw), source=service,
-                              options=PullOptions(refresh=refresh), echo=lambda _m: None)
+                              options=PullOptions(refresh=refresh), echo=echo)
     finally:
         con.close()
 
@@ -70,8 +83,28 @@ def test_query_uses_the_stack_join_and_master_position() -> None:
     for table in ("master_source", "master_stack_assoc", "stack_source",
                   "stack_observation_assoc", "observation_source"):
         assert f"csc21.{table}" in q
-    assert "SELECT m.name, o.obsid, o.obi, o.region_id, a.detect_stack_id, m.ra, m.dec" in q
+    assert "SELECT DISTINCT m.name, o.obsid, o.obi, o.region_id, a.detect_stack_id, m.ra, " \
+           "m.dec" in q
+    assert q.endswith(", a.match_type " + q[q.index("FROM "):])  # the last contract column
     assert "CONTAINS" not in q and "CIRCLE" not in q  # no ADQL geometry on CSC
+
+
+def test_queries_have_the_documented_form() -> None:
+    """A comma-separated FROM list with every join condition in WHERE: no JOIN at all."""
+    for q in (detections_query("csc2", Box(-10, 0, 5, 6), contract_names()),
+              count_query("csc2", Box(-10, 0)), count_query("csc2")):
+        assert " JOIN " not in q.upper() and " ON " not in q.upper()
+        from_list = q[q.index("FROM ") + 5:q.index(" WHERE ")]
+        assert from_list == ("csc2.master_source AS m, csc2.master_stack_assoc AS a, "
+                             "csc2.stack_source AS s, csc2.stack_observation_assoc AS b, "
+                             "csc2.observation_source AS o")
+        where = q[q.index(" WHERE ") + 7:]
+        for condition in ("a.name = m.name", "s.detect_stack_id = a.detect_stack_id",
+                          "s.region_id = a.region_id", "b.detect_stack_id = s.detect_stack_id",
+                          "b.region_id = s.region_id", "o.obsid = b.obsid", "o.obi = b.obi",
+                          "o.region_id = b.region_id"):
+            assert condition in where.split(" AND ")
+    assert count_query("csc2").endswith("o.region_id = b.region_id")
 
 
 def test_transient_errors_are_told_from_refusals() -> None:
@@ -219,3 +252,100 @@ def test_pull_drops_what_was_derived_from_the_old_detections(tmp_path: Path) -> 
                                               "('model', 'results')")}
     assert left == {"model.versions", "model.version_scaling", "model.version_components",
                     "model.version_reference_stats"}
+
+
+def test_refused_count_pages_without_counts(tmp_path: Path) -> None:
+    """A service that refuses COUNT(*): pages are kept only when they return fewer rows than
+    MAXREC without OVERFLOW, split otherwise, and the table is the counted pull's."""
+    frame = fake_catalogue()
+    clean = tmp_path / "clean.duckdb"
+    run(clean, FakeService(frame, 120))
+    path = tmp_path / "x.duckdb"
+    said: list[str] = []
+    service = FakeService(frame, 120, refuse_count=True, overflow_on={4})
+    counts = run(path, service, echo=said.append)
+    assert service.counts == 0  # refused once for the whole pull, never asked per page
+    assert any("refuses COUNT(*)" in m and "fewer rows than MAXREC (120)" in m for m in said)
+    assert whole_table(path) == whole_table(clean)
+    assert counts["pages_split"] >= 3
+    done = rows(path, "SELECT rows, expected_rows, note FROM meta.ingest_pages "
+                      "WHERE pull = 'csc20' AND status = 'done'")
+    assert all(r < 120 and e is None and "not counted" in n for r, e, n in done)
+    split = [n for (n,) in rows(path, "SELECT note FROM meta.ingest_pages WHERE status = "
+                                      "'split'")]
+    assert all("not counted" in n for n in split) and any("OVERFLOW" in n for n in split)
+    assert rows(path, "SELECT count(*) FROM meta.ingest_pages WHERE page_id = '*'") == [(0,)]
+
+
+def test_a_full_page_without_count_is_split(tmp_path: Path) -> None:
+    """Exactly MAXREC rows and no OVERFLOW: maybe cut at MAXREC, so split. (A page that
+    silently loses rows below MAXREC cannot be told without a count: docs/services.md.)"""
+    frame = fake_catalogue().head(60)  # one source with 60 detections
+    path = tmp_path / "x.duckdb"
+    run(path, FakeService(frame, 60, refuse_count=True), row_limit=60)
+    assert rows(path, "SELECT count(*) FROM raw.detections")[0][0] == frame.height
+    notes = [n for (n,) in rows(path, "SELECT note FROM meta.ingest_pages WHERE status = "
+                                      "'split'")]
+    assert any(n.startswith("60 rows returned, the page limit 60") for n in notes)
+    assert rows(path, "SELECT max(rows) FROM meta.ingest_pages WHERE status = 'done'"
+                )[0][0] < 60
+
+
+class RefusingClient:
+    """A TAP client whose service refuses queries containing given words, like a parser that
+    knows neither JOIN nor COUNT."""
+
+    def __init__(self, refuse: tuple[str, ...]) -> None:
+        self.refuse, self.queries = refuse, []
+
+    def query(self, adql: str, **_kw):
+        self.queries.append(adql)
+        if any(word in adql for word in self.refuse):
+            raise QueryRefusedError(f"refused the query: syntax error near {self.refuse}")
+        return TapResult(pa.table({"name": ["2CXO J000000.0+000000"]}), "sync", 1, 0.0)
+
+    def count(self, adql: str) -> int:
+        self.query(adql)
+        return 1
+
+
+def test_csc_source_sends_no_join_and_reports_a_refused_count() -> None:
+    client = RefusingClient((" JOIN ", "COUNT("))
+    source = CscSource(CSC_RELEASES["csc20"], client)  # type: ignore[arg-type]
+    assert source.fetch(Box(0, 2), "sync").table.num_rows == 1  # not refused: no JOIN
+    with pytest.raises(QueryRefusedError):
+        source.count(None)
+    assert "SELECT DISTINCT" in client.queries[0]
+
+
+def test_the_fault_proxy_refuses_like_a_parser_without_join_and_count() -> None:
+    """What tests/services/test_dachs.py relies on: the proxy's refusal reaches the pull as a
+    refused query (not retried), sync and async, and other queries pass."""
+    with FaultProxy("http://127.0.0.1:9/tap", refuse=(" JOIN ", "COUNT(")) as proxy:
+        client = TapServiceConfig(proxy.url, retry=RetryPolicy(3, 0.01, 0.01)).client(
+            sleep=lambda _s: None)
+        for adql, mode in (("SELECT COUNT(*) AS n FROM t", "sync"),
+                           ("SELECT a.x FROM t AS a JOIN u AS b ON a.x = b.x", "async")):
+            with pytest.raises(QueryRefusedError, match="refused the query"):
+                client.query(adql, mode=mode)
+        assert len(proxy.refused) == 2 and proxy.data_requests == 0
+        with pytest.raises(ServiceError, match="still failing after 3 attempts"):
+            client.query("SELECT x FROM t")  # passed on (to a closed port)
+
+
+def test_match_type_is_kept_and_one_row_per_detection(tmp_path: Path) -> None:
+    """match_type comes along; a detection the service returns twice, once per match type,
+    is kept once, as 'a' (ambiguous)."""
+    frame = fake_catalogue().with_columns(
+        match_type=pl.when(pl.int_range(pl.len()) % 5 == 0).then(pl.lit("a"))
+        .otherwise(pl.lit("u")))
+    twice = frame.head(3).with_columns(match_type=pl.lit("u"))
+    frame = frame.with_columns(
+        match_type=pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("a"))
+        .otherwise(pl.col("match_type")))
+    path = tmp_path / "x.duckdb"
+    counts = run(path, FakeService(pl.concat([frame, twice]), 5000))
+    assert counts["detections"] == frame.height
+    got = rows(path, "SELECT name, obsid, obi, region_id, match_type FROM raw.detections")
+    assert sorted(got) == sorted(frame.select("name", "obsid", "obi", "region_id",
+                                              "match_type").rows())

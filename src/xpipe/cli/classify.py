@@ -26,6 +26,9 @@ SUMMARY_TABLES = ("model.stg_detections", "model.detection_features", "model.det
               help="Drop the significance cut: classify every detection with the features.")
 @click.option("--require-spectral-fits/--no-require-spectral-fits", default=True,
               show_default=True, help="Selection: powlaw_gamma and bb_kt must be present.")
+@click.option("--match-type", default=None, metavar="TYPE",
+              help="Selection: only detections whose master_stack_assoc.match_type is TYPE "
+                   "(u: unique, a: ambiguous; pulled catalogues only). Default: no selection.")
 @click.option("--components", "n_components", type=click.IntRange(min=1), default=6,
               show_default=True, help="Mixture components K (the paper's BIC elbow is 6).")
 @click.option("--seed", "random_state", type=int, default=42, show_default=True,
@@ -39,7 +42,7 @@ SUMMARY_TABLES = ("model.stg_detections", "model.detection_features", "model.det
 @click.pass_context
 def classify(ctx: click.Context, *, min_significance: float, no_significance_cut: bool,
              require_spectral_fits: bool, n_components: int, random_state: int,
-             fit_sample_size: int, min_references: int) -> None:
+             fit_sample_size: int, min_references: int, match_type: str | None) -> None:
     """Run the SQL models, clustering, kernel and votes on the loaded catalogue."""
     from xpipe.predict.batch import ClassifyParams
     from xpipe.predict.batch import classify as run_classify
@@ -48,7 +51,7 @@ def classify(ctx: click.Context, *, min_significance: float, no_significance_cut
         min_flux_significance_b=None if no_significance_cut else min_significance,
         require_spectral_fits=require_spectral_fits, n_components=n_components,
         random_state=random_state, fit_sample_size=fit_sample_size,
-        min_references=min_references)
+        min_references=min_references, match_type=match_type)
     settings = settings_from(ctx)
     with connect(settings) as con:
         run, _counts = run_classify(con, settings, params)

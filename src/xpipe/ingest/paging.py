@@ -331,11 +331,12 @@ class ResumablePull:
         return record
 
     def land(self, unit: Unit, rows: pa.Table | None, *, origin: str,
-             result: TapResult | None, expected_rows: int, note: str | None = None
+             result: TapResult | None, expected_rows: int | None, note: str | None = None
              ) -> PageRecord:
         """Validate `rows` against the contract and store them with the unit's manifest row,
         all or nothing. `origin` names the rows in errors; without a `result` the unit was
-        known to be empty and not queried (mode 'count')."""
+        known to be empty and not queried (mode 'count'); `expected_rows` is None when the
+        service was not asked for a count."""
         with transaction(self.con):
             landed = 0
             if rows is not None and rows.num_rows:

@@ -3,10 +3,13 @@
 The sky is cut into Dec bands (the top-level pages). Each page is counted (`COUNT(*)` of the
 same join), fetched when it fits the service's row limit, and split in two when the count is
 above the limit, when the service says OVERFLOW, or when the rows returned differ from the
-count: a truncated page is never kept. A fetched page is validated against
-schemas/raw.detections.yaml (the same `append_input` as file loads) and lands in
-raw.detections__pull together with its meta.ingest_pages row, in one transaction (the paging
-and resuming are `paging.ResumablePull`'s, shared with the SIMBAD cross-match). When every
+count: a truncated page is never kept. COUNT(*) is not documented for the CSC services: when
+the service refuses it, pages are fetched without counts, and a page is complete only when
+it returns fewer rows than the row limit (MAXREC) without OVERFLOW; otherwise it is split.
+A fetched page is validated against schemas/raw.detections.yaml (the same `append_input` as
+file loads) and lands in raw.detections__pull together with its meta.ingest_pages row, in one
+transaction (the paging and resuming are `paging.ResumablePull`'s, shared with the SIMBAD
+cross-match). When every
 page is done, raw.detections is rebuilt from the landed pages in one transaction, with det_id
 in page order then (name, obsid, obi, region_id): the same table whether or not the pull was
 interrupted, resumed or split differently on the way. That transaction also drops everything
@@ -50,7 +53,7 @@ from xpipe.services.csc import (
     dec_bands,
     detections_query,
 )
-from xpipe.services.tap import Overflow, ServiceError, TapClient, TapResult
+from xpipe.services.tap import Overflow, QueryRefusedError, ServiceError, TapClient, TapResult
 from xpipe.warehouse.connection import swap_in, transaction
 from xpipe.warehouse.contracts import SchemaError, detection_key, load_schema
 from xpipe.warehouse.derived import reset_derived
@@ -138,13 +141,21 @@ def contract_names() -> list[str]:
 
 
 def process_page(pull: ResumablePull, page: Page, *, config: CscConfig,
-                 source: DetectionSource, records: Mapping[str, PageRecord]) -> PageRecord:
+                 source: DetectionSource, records: Mapping[str, PageRecord],
+                 counted: bool = True) -> PageRecord:
     """Count, fetch and land one page, or record why it must be split.
 
     The count is not asked when it is known (the parent's count minus its first half's): the
-    fetched rows are still checked against it."""
-    hint = sibling_count(page.page_id, records)
-    expected = source.count(page.box) if hint is None else hint
+    fetched rows are still checked against it. Without counts (`counted` False, or the service
+    refuses this page's COUNT(*)) the page goes to `process_uncounted`."""
+    expected = sibling_count(page.page_id, records) if counted else None
+    if counted and expected is None:
+        try:
+            expected = source.count(page.box)
+        except QueryRefusedError:
+            expected = None
+    if expected is None:
+        return process_uncounted(pull, page, config=config, source=source)
     if expected > config.row_limit:
         return pull.split(page, counted=expected, note=f"COUNT(*) = {expected:,} is above "
                                                        f"the page limit {config.row_limit:,}")
@@ -157,11 +168,37 @@ def process_page(pull: ResumablePull, page: Page, *, config: CscConfig,
     if result.table.num_rows != expected:
         return pull.split(page, counted=expected, note=f"{result.table.num_rows:,} rows "
                                                        f"returned but COUNT(*) = {expected:,}")
+    return land_page(pull, page, result, config=config, expected=expected)
+
+
+UNCOUNTED_NOTE = "not counted: fewer rows than MAXREC and no OVERFLOW"
+
+
+def process_uncounted(pull: ResumablePull, page: Page, *, config: CscConfig,
+                      source: DetectionSource) -> PageRecord:
+    """One page without a count: complete when the service returns fewer rows than the row
+    limit (MAXREC) and does not say OVERFLOW; split otherwise (a page of exactly MAXREC rows
+    may have been cut there)."""
+    mode = "async" if config.row_limit > config.sync_row_limit else "sync"
+    try:
+        result = source.fetch(page.box, mode)
+    except Overflow as exc:
+        return pull.split(page, note=f"service reported OVERFLOW ({exc}); not counted")
+    returned = result.table.num_rows
+    if returned >= config.row_limit:
+        return pull.split(page, note=f"{returned:,} rows returned, the page limit "
+                                     f"{config.row_limit:,}: maybe truncated (not counted)")
+    return land_page(pull, page, result, config=config, expected=None, note=UNCOUNTED_NOTE)
+
+
+def land_page(pull: ResumablePull, page: Page, result: TapResult, *, config: CscConfig,
+              expected: int | None, note: str | None = None) -> PageRecord:
+    """Validate and land a fetched page (all or nothing)."""
     # no slashes: ingest keys rows by Path(origin), which would fold the URL's "//"
     origin = f"{config.release} TAP {config.schema} page {page.page_id} ({page.box.label()})"
     try:
         return pull.land(page, result.table, origin=origin, result=result,
-                         expected_rows=expected)
+                         expected_rows=expected, note=note)
     except SchemaError as exc:
         raise SchemaError(
             f"{exc}\nThe answer of {config.url} no longer matches schemas/raw.detections.yaml: "
@@ -186,17 +223,35 @@ def pull_pages(con: duckdb.DuckDBPyConnection, config: CscConfig, source: Detect
     """Bring every page into raw.detections__pull (resuming), returning what was done."""
     pull = ResumablePull(con, pull_spec(config), pull_fingerprint(config))
     known = pull.start(refresh=refresh, echo=echo)
-    total = pull.expected_total(known, lambda: source.count(None))
+    total: int | None
+    try:
+        total = pull.expected_total(known, lambda: source.count(None))
+    except QueryRefusedError as exc:
+        total = None
+        echo(f"the service refuses COUNT(*) ({str(exc).splitlines()[0]}): paging without "
+             f"counts; a page is kept when it returns fewer rows than MAXREC "
+             f"({config.row_limit:,}) without OVERFLOW, otherwise it is split")
+    counted = total is not None
     stats = pull.run(top_pages(config), known,
                      lambda page, records: process_page(pull, page, config=config,
-                                                        source=source, records=records),
+                                                        source=source, records=records,
+                                                        counted=counted),
                      progress=Progress(f"pull {config.release}", total))
-    if stats.rows != total:
+    if total is not None and stats.rows != total:
         raise ServiceError(
             f"the pages hold {stats.rows:,} rows but the service counts {total:,} for the "
             f"whole {config.release} join: the catalogue changed during the pull, or rows "
             "were lost; rerun with --refresh")
     return pull, stats
+
+
+def one_match_type(names: list[str]) -> str:
+    """The landed rows with one row where the same detection came with several match types
+    (one detection reached through two master-stack associations of its master source): the
+    one with the first match_type, 'a' (ambiguous) before 'u' (unique), then NULL."""
+    others = quoted([c for c in names if c != "match_type"])
+    return (f"(SELECT * FROM {PULL_TABLE} QUALIFY row_number() OVER (PARTITION BY {others} "
+            f"ORDER BY match_type NULLS LAST) = 1)")
 
 
 def stage_final(con: duckdb.DuckDBPyConnection, config: CscConfig) -> int:
@@ -211,7 +266,7 @@ def stage_final(con: duckdb.DuckDBPyConnection, config: CscConfig) -> int:
         f"SELECT row_number() OVER (ORDER BY {order}), "
         f"'{label}' || lpad(CAST(top_index AS VARCHAR), 3, '0'), "
         f"row_number() OVER (PARTITION BY top_index ORDER BY {order}), {quoted(names)} "
-        f"FROM {PULL_TABLE}")
+        f"FROM {one_match_type(names)}")
     check_unique(con, staged, list(KEY), what="detection key", where='"region_id" IS NOT NULL')
     return count_rows(con, f"SELECT count(*) FROM {staged}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -50,7 +51,7 @@ class FrozenModel:
     version: str
     classes: tuple[str, ...]
     features: tuple[str, ...]
-    selection: dict[str, Any]  # min_flux_significance_b, require_spectral_fits
+    selection: dict[str, Any]  # min_flux_significance_b, require_spectral_fits[, match_type]
     params: dict[str, Any]  # n_components, random_state, fit_sample_size, min_references
     scaling: tuple[FeatureScaling, ...]
     mixture: MixtureParams
@@ -92,6 +93,16 @@ class FrozenModel:
         """The fitted kernel, restored from the stored statistics."""
         return MahalanobisSoftmin(self.min_references).set_statistics(
             self.reference_counts, self.reference_means, self.reference_pinv)
+
+
+# Selections a model records only when they were used (a model from before they existed, or
+# fitted without them, records none): the SQL variable's value when absent.
+OPTIONAL_SELECTION: dict[str, Any] = {"match_type": None}
+
+
+def selection_variables(selection: Mapping[str, Any]) -> dict[str, Any]:
+    """The SQL variables of a recorded selection: every optional selection not in it is off."""
+    return {**OPTIONAL_SELECTION, **selection}
 
 
 def content_hash(content: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
@@ -138,6 +149,8 @@ def describe(model: FrozenModel) -> str:
         f"  selection      flux_significance_b > {cut}" if cut is not None else
         "  selection      no significance cut",
         f"                 spectral fits required: {sel.get('require_spectral_fits')}",
+        *([f"                 master_stack_assoc.match_type = {sel['match_type']!r}"]
+          if sel.get("match_type") is not None else []),
         f"  method         K = {model.params.get('n_components')}, random_state "
         f"{model.params.get('random_state')}, min_references {model.min_references}",
     ]

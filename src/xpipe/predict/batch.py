@@ -18,6 +18,7 @@ from xpipe.core.errors import ModelCheckError, TooFewRowsError
 from xpipe.method.kernel import MahalanobisSoftmin
 from xpipe.method.mixture import MixtureParams, NotConvergedError, fit_mixture
 from xpipe.models import frozen, store
+from xpipe.models.frozen import selection_variables
 from xpipe.predict.scoring import (
     assign_chunks,
     cleaned_rows,
@@ -55,10 +56,24 @@ class ClassifyParams:
     random_state: int = 42
     fit_sample_size: int | None = 100_000  # bench/results/clustering_sample_size.json
     min_references: int = 12
+    match_type: str | None = None  # None: no selection on master_stack_assoc.match_type
 
     def sql_variables(self) -> dict[str, object]:
-        return {"min_flux_significance_b": self.min_flux_significance_b,
-                "require_spectral_fits": self.require_spectral_fits}
+        """The selection, as recorded in a frozen model: `match_type` only when it is used,
+        so a model fitted without it is what it was before the option existed."""
+        selection: dict[str, object] = {
+            "min_flux_significance_b": self.min_flux_significance_b,
+            "require_spectral_fits": self.require_spectral_fits}
+        if self.match_type is not None:
+            selection["match_type"] = self.match_type
+        return selection
+
+    def recorded(self) -> dict[str, object]:
+        """The run's parameters for meta.runs (`match_type` only when it is used)."""
+        values = asdict(self)
+        if self.match_type is None:
+            del values["match_type"]
+        return values
 
 
 def require_clean_detections(con: duckdb.DuckDBPyConnection, params: ClassifyParams) -> None:
@@ -174,9 +189,10 @@ def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: Classif
              ) -> tuple[RunRecorder, dict[str, int]]:
     require_tables(con, ["raw.detections", "raw.simbad_match"],
                    "load a catalogue first with `xpipe warehouse`")
-    with recorded_run(con, "classify", asdict(params)) as run, transaction(con):
+    with recorded_run(con, "classify", params.recorded()) as run, transaction(con):
         load_macros(con)
-        set_parameters(con, {**params.sql_variables(), "run_id": run.run_id})
+        set_parameters(con, {**selection_variables(params.sql_variables()),
+                             "run_id": run.run_id})
         with run.stage("sql_models"):
             run_models(con, ["seeds", "staging"], names=["model.detection_features"])
             require_clean_detections(con, params)

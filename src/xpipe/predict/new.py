@@ -36,7 +36,7 @@ from xpipe.ingest.files import (
     open_arrow,
     open_input,
 )
-from xpipe.models.frozen import FrozenModel
+from xpipe.models.frozen import FrozenModel, selection_variables
 from xpipe.predict.scoring import score_chunk, vote_in_memory
 from xpipe.warehouse.connection import connect_memory, insert_frame, staging_name, swap_in
 from xpipe.warehouse.contracts import (
@@ -149,12 +149,13 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
     load_macros(con)
     run_models(con, layers=["seeds"])
     # a physically impossible value is flagged (out_of_range), not excluded as `classify` does
-    set_parameters(con, {**model.selection, "exclude_impossible": False})
+    set_parameters(con, {**selection_variables(model.selection), "exclude_impossible": False})
     build(con, models["model.stg_detections"])
     build(con, models["model.detection_features"])
     con.execute("CREATE OR REPLACE TEMP TABLE __in_selection AS "
                 "SELECT det_id FROM model.detection_features")
-    set_parameters(con, {"min_flux_significance_b": None, "require_spectral_fits": False})
+    set_parameters(con, selection_variables({"min_flux_significance_b": None,
+                                             "require_spectral_fits": False}))
     build(con, models["model.detection_features"])  # every detection, to say why it fails
     scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
         run_id=pl.lit(model.run_id))

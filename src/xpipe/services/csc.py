@@ -35,9 +35,10 @@ CSC_RELEASES: dict[str, CscConfig] = {
     "csc21": CscConfig("http://cda.cfa.harvard.edu/csc21tap", release="csc21", schema="csc21"),
 }
 
-# Columns of raw.detections that come from the master source rather than the detection.
+# Columns of raw.detections that come from the master source or the master-stack association
+# rather than the detection.
 MASTER_COLUMNS = ("name", "ra", "dec")
-STACK_COLUMNS = ("detect_stack_id",)
+STACK_COLUMNS = ("detect_stack_id", "match_type")
 
 
 def _fmt(x: float) -> str:
@@ -114,26 +115,37 @@ def select_list(columns: list[str]) -> str:
     return ", ".join(source(c) for c in columns)
 
 
-def join_clause(schema: str) -> str:
-    """METHOD §1's stack-table join from master_source to observation_source."""
-    return (
-        f"FROM {schema}.master_source AS m "
-        f"JOIN {schema}.master_stack_assoc AS a ON a.name = m.name "
-        f"JOIN {schema}.stack_source AS s ON s.detect_stack_id = a.detect_stack_id "
-        f"AND s.region_id = a.region_id "
-        f"JOIN {schema}.stack_observation_assoc AS b ON b.detect_stack_id = s.detect_stack_id "
-        f"AND b.region_id = s.region_id "
-        f"JOIN {schema}.observation_source AS o ON o.obsid = b.obsid AND o.obi = b.obi "
-        f"AND o.region_id = b.region_id"
-    )
+# METHOD §1's stack-table join from master_source to observation_source, in the form of every
+# documented CSC TAP query (the CXC's examples, the paper's CSCview query): the five tables as a
+# comma-separated FROM list and the join conditions in WHERE. The CSC services' ADQL parser is
+# reported to refuse `JOIN ... ON ... AND ...`, which is never sent.
+JOIN_TABLES = (("master_source", "m"), ("master_stack_assoc", "a"), ("stack_source", "s"),
+               ("stack_observation_assoc", "b"), ("observation_source", "o"))
+JOIN_CONDITIONS = (
+    "a.name = m.name",
+    "s.detect_stack_id = a.detect_stack_id", "s.region_id = a.region_id",
+    "b.detect_stack_id = s.detect_stack_id", "b.region_id = s.region_id",
+    "o.obsid = b.obsid", "o.obi = b.obi", "o.region_id = b.region_id",
+)
+
+
+def from_clause(schema: str) -> str:
+    """`FROM` with the five tables of the join, comma-separated."""
+    return "FROM " + ", ".join(f"{schema}.{table} AS {alias}" for table, alias in JOIN_TABLES)
+
+
+def where_clause(box: Box | None) -> str:
+    """The join conditions, then the page's bounds, all in WHERE."""
+    return "WHERE " + " AND ".join([*JOIN_CONDITIONS, *([box.where()] if box else [])])
 
 
 def detections_query(schema: str, box: Box, columns: list[str]) -> str:
-    """The detections of `box` with `columns` (the raw.detections contract's, from the caller)."""
-    cols = select_list(columns)
-    return f"SELECT {cols} {join_clause(schema)} WHERE {box.where()}"
+    """The detections of `box` with `columns` (the raw.detections contract's, from the caller),
+    as `SELECT DISTINCT` like the documented queries: a row the join reaches twice comes once."""
+    return f"SELECT DISTINCT {select_list(columns)} {from_clause(schema)} {where_clause(box)}"
 
 
 def count_query(schema: str, box: Box | None = None) -> str:
-    where = f" WHERE {box.where()}" if box else ""
-    return f"SELECT COUNT(*) AS n {join_clause(schema)}{where}"
+    """The join's row count (not documented for the CSC services: the pull pages without
+    counts when it is refused)."""
+    return f"SELECT COUNT(*) AS n {from_clause(schema)} {where_clause(box)}"

@@ -41,6 +41,11 @@ class ServiceError(CoreServiceError):
     """A service query failed for good: rejected, or still failing after every retry."""
 
 
+class QueryRefusedError(ServiceError):
+    """The service read the query and refused it (an ADQL error, an unsupported construct):
+    asking again cannot help, asking differently may."""
+
+
 class Overflow(Exception):  # noqa: N818 - a result status, not a failure
     """The service truncated the result (QUERY_STATUS OVERFLOW): fetch smaller pieces."""
 
@@ -188,7 +193,7 @@ class TapClient:
         """Raise ServiceError for a refusal or the last attempt; otherwise back off."""
         policy = self.settings.retry
         if not is_transient(exc):
-            raise ServiceError(f"{self.settings.url} refused the query: {describe(exc)}\n"
+            raise QueryRefusedError(f"{self.settings.url} refused the query: {describe(exc)}\n"
                                f"query: {adql}") from exc
         if attempt >= policy.attempts:
             raise ServiceError(

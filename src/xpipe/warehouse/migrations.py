@@ -30,10 +30,18 @@ def _runs_process(con: duckdb.DuckDBPyConnection) -> str:
     return "meta.runs: pid and host of each run (NULL for earlier runs), to find killed runs"
 
 
+def _detections_match_type(con: duckdb.DuckDBPyConnection) -> str:
+    if _has_table(con, "raw", "detections"):
+        con.execute("ALTER TABLE raw.detections ADD COLUMN IF NOT EXISTS match_type VARCHAR")
+    return ("raw.detections: match_type of the master-stack association (NULL for rows loaded "
+            "before)")
+
+
 # version v → the step to v + 1 (it returns a note saying what it changed)
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], str]] = {
     1: _nothing_to_change,
     2: _runs_process,
+    3: _detections_match_type,
 }
 CURRENT = UNVERSIONED + len(MIGRATIONS)
 

@@ -4,7 +4,8 @@ Why: the service tests need a real TAP server holding the five tables of the CSC
 join (METHOD §1) and a SIMBAD `basic` table, filled with rows whose right answer is known (the
 simulator's detection files). A few rows the join must *not* return are added: detections no
 stack links to, stack detections no master source claims, and master sources without any
-detection. Output is deterministic for a given input.
+detection. Every tenth master-stack association is ambiguous (match_type 'a'). Output is
+deterministic for a given input.
 
 Usage: python make_tables.py SIM_DIR OUT_DIR SCHEMA [SCHEMA ...]
 writes OUT_DIR/data/*.csv, OUT_DIR/<schema>/q.rd for each CSC schema and OUT_DIR/simbad/q.rd.
@@ -52,7 +53,8 @@ def csc_tables(det: pl.DataFrame, seed: int = 7) -> dict[str, pl.DataFrame]:
         "detect_stack_id", "region_id",
         pl.lit(999_999, pl.Int32).alias("obsid"), pl.lit(0, pl.Int16).alias("obi"))])
     assoc = det.select("name", "detect_stack_id", "region_id").with_columns(
-        match_type=pl.lit("u"))
+        match_type=pl.when(pl.int_range(pl.len()) % 10 == 3).then(pl.lit("a"))
+        .otherwise(pl.lit("u")))
     master = det.group_by("name", maintain_order=True).agg(
         pl.col("ra").first(), pl.col("dec").first())
     lonely = pl.DataFrame({
