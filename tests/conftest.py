@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from factories import detections_frame
 
 os.environ.setdefault("XPIPE_PROGRESS", "0")
 
@@ -54,6 +55,16 @@ def cli():
         return result
 
     return invoke
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, cli) -> Path:
+    """A small warehouse with detections loaded by the current code."""
+    source = tmp_path / "detections.parquet"
+    detections_frame(40).write_parquet(source)
+    warehouse = tmp_path / "wh" / "xpipe.duckdb"
+    cli("--warehouse", str(warehouse), "warehouse", "--source", str(source), "--labels", "none")
+    return warehouse
 
 
 _REPORT: list[str] = []

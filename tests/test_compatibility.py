@@ -10,7 +10,6 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from factories import detections_frame
 from science_fixtures import classified_copy
 
 from xpipe.core.config import Settings
@@ -28,16 +27,6 @@ def _versions(path: Path) -> list[tuple[int, str]]:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute("SELECT version, note FROM meta.schema_version ORDER BY version"
                            ).fetchall()
-
-
-@pytest.fixture
-def loaded(tmp_path: Path, cli) -> Path:
-    """A small warehouse with detections loaded by the current code."""
-    source = tmp_path / "detections.parquet"
-    detections_frame(40).write_parquet(source)
-    warehouse = tmp_path / "wh" / "xpipe.duckdb"
-    cli("--warehouse", str(warehouse), "warehouse", "--source", str(source), "--labels", "none")
-    return warehouse
 
 
 def test_a_new_warehouse_starts_at_the_current_version(loaded: Path) -> None:

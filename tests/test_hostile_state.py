@@ -98,15 +98,6 @@ def test_mistyped_warehouse_creates_nothing(tmp_path: Path, args: list[str]) -> 
 
 # 3. runs whose process is gone, SIGTERM -------------------------------------------------------
 
-@pytest.fixture
-def loaded(tmp_path: Path, cli) -> Path:
-    source = tmp_path / "detections.parquet"
-    detections_frame(40).write_parquet(source)
-    warehouse = tmp_path / "wh" / "xpipe.duckdb"
-    cli("--warehouse", str(warehouse), "warehouse", "--source", str(source), "--labels", "none")
-    return warehouse
-
-
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
