@@ -52,20 +52,17 @@ def _memory_limit() -> str:
     return value.strip()
 
 
-def _path_variable(name: str) -> Path | None:
-    """A path from `name` (None when unset); the warehouse must not be a folder, the temp
-    directory must not be a file."""
+def _path_variable(name: str, *, directory: bool, expected: str) -> Path | None:
+    """A path from `name` (None when unset) that, where it exists, is a directory or not as
+    `directory` says (the warehouse is a file, the temp directory a folder)."""
     value = os.environ.get(name)
     if value is None or not value.strip():
         return None
     path = Path(value)
     if "\x00" in value:
         raise _invalid(name, value, "a file system path")
-    if name == "XPIPE_TEMP_DIR" and path.exists() and not path.is_dir():
-        raise _invalid(name, value, "a directory (it is a file)")
-    if name == "XPIPE_WAREHOUSE" and path.is_dir():
-        raise _invalid(name, value, "a DuckDB file path such as warehouse/xpipe.duckdb "
-                                    "(it is a directory)")
+    if path.exists() and path.is_dir() != directory:
+        raise _invalid(name, value, f"{expected} (it is a {'file' if directory else 'directory'})")
     return path
 
 
@@ -74,12 +71,15 @@ class Settings:
     """Warehouse location and DuckDB resource limits (memory stays bounded at any N)."""
 
     warehouse: Path = field(
-        default_factory=lambda: _path_variable("XPIPE_WAREHOUSE") or DEFAULT_WAREHOUSE)
+        default_factory=lambda: _path_variable(
+            "XPIPE_WAREHOUSE", directory=False,
+            expected="a DuckDB file path such as warehouse/xpipe.duckdb") or DEFAULT_WAREHOUSE)
     memory_limit: str = field(default_factory=_memory_limit)
     threads: int = field(default_factory=lambda: _int_variable(
         "XPIPE_THREADS", 0, 0, "an integer ≥ 0 (0: every core)"))
     temp_directory: Path | None = field(
-        default_factory=lambda: _path_variable("XPIPE_TEMP_DIR"))
+        default_factory=lambda: _path_variable("XPIPE_TEMP_DIR", directory=True,
+                                               expected="a directory"))
     chunk_rows: int = field(default_factory=lambda: _int_variable(
         "XPIPE_CHUNK_ROWS", 500_000, MIN_CHUNK_ROWS, f"an integer ≥ {MIN_CHUNK_ROWS:,}"))
 

@@ -41,6 +41,7 @@ INTEGER_TYPES = {"INTEGER", "SMALLINT", "BIGINT", "TINYINT", "HUGEINT", "UBIGINT
                  "USMALLINT", "UTINYINT"}
 FLOAT_TYPES = {"DOUBLE", "FLOAT", "REAL"}
 STRING_TYPES = {"VARCHAR"}
+CSV_SUFFIXES = {".csv", ".tsv", ".txt"}  # and .csv.gz
 
 ProgressFn = Callable[[int], object]  # e.g. a tqdm bar's update
 
@@ -70,11 +71,12 @@ def expand_inputs(path: Path, pattern: str = "*.parquet") -> list[Path]:
 def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputFile:
     """Expose a file to DuckDB; VOTables go through astropy's parser (the one pyvo uses)."""
     suffix = path.suffix.lower()
+    is_csv = suffix in CSV_SUFFIXES or path.name.endswith(".csv.gz")
     lit = sql_literal(path)
     if suffix in {".parquet", ".pq"}:
         sql = (f"SELECT *, {lit} AS source_file, file_row_number + 1 AS source_row "
                f"FROM read_parquet({lit}, file_row_number = true)")
-    elif suffix in {".csv", ".tsv", ".txt"} or path.name.endswith(".csv.gz"):
+    elif is_csv:
         read_csv(con, path, alias)
         sql = f"SELECT * EXCLUDE (__row), {lit} AS source_file, __row AS source_row FROM {alias}"
     elif suffix in {".vot", ".xml", ".votable"}:
@@ -87,8 +89,7 @@ def open_input(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> InputF
         raise SchemaError(f"{path}: cannot be read as {suffix[1:]}: {exc}") from exc
     types = {row[0]: row[1] for row in described if row[0] not in {"source_file", "source_row",
                                                                    "file_row_number"}}
-    return InputFile(path=path, relation_sql=sql, column_types=types,
-                     typed=suffix not in {".csv", ".tsv", ".txt", ".gz"})
+    return InputFile(path=path, relation_sql=sql, column_types=types, typed=not is_csv)
 
 
 def read_csv(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:

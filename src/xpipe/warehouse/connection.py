@@ -17,7 +17,7 @@ import polars as pl
 
 from xpipe.core.config import Settings
 from xpipe.core.errors import WarehouseError
-from xpipe.warehouse.contracts import create_table
+from xpipe.warehouse.contracts import create_table, relation_columns
 from xpipe.warehouse.migrations import check_readable, migrate
 from xpipe.warehouse.run_liveness import mark_interrupted, report_interrupted
 
@@ -39,8 +39,8 @@ def connect(settings: Settings, read_only: bool = False, *, create: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     # Insertion order is never relied on (every output has explicit ids or ORDER BY), and
     # keeping it costs memory on large inserts.
-    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": settings.memory_limit,
-                                           "preserve_insertion_order": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": settings.memory_limit, "preserve_insertion_order": False}
     if settings.threads:
         config["threads"] = settings.threads
     try:
@@ -82,16 +82,8 @@ def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, name = qualified.split(".")
-    row = first_row(con,
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [schema, name],
-    )
-    views = first_row(con,
-        "SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
-        [schema, name],
-    )
-    return bool(row and row[0]) or bool(views and views[0])
+    """Whether `schema.name` is a table or a view of the warehouse (every one has a column)."""
+    return bool(relation_columns(con, qualified))
 
 
 def require_tables(con: duckdb.DuckDBPyConnection, tables: list[str], hint: str) -> None:

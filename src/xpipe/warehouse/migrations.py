@@ -13,7 +13,7 @@ import duckdb
 
 from xpipe import __version__
 from xpipe.core.errors import WarehouseError
-from xpipe.warehouse.contracts import create_table
+from xpipe.warehouse.contracts import create_table, relation_columns
 
 VERSION_TABLE = "meta.schema_version"
 UNVERSIONED = 1  # warehouses written before meta.schema_version existed
@@ -47,8 +47,7 @@ CURRENT = UNVERSIONED + len(MIGRATIONS)
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND "
-                            "table_name = ?", [schema, table]).fetchall()[0][0])
+    return bool(relation_columns(con, f"{schema}.{table}"))
 
 
 def stored_version(con: duckdb.DuckDBPyConnection) -> int | None:

@@ -15,6 +15,8 @@ import socket
 
 import duckdb
 
+from xpipe.warehouse.contracts import relation_columns
+
 log = logging.getLogger("xpipe")
 
 STATUS = "interrupted"
@@ -43,9 +45,7 @@ def process_alive(pid: int) -> bool:
 def interrupted_runs(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, object, int, str]]:
     """(run_id, command, started_at, pid, host) of the runs left `running` by a process of this
     host that is gone; none in a warehouse whose meta.runs predates the pid column."""
-    columns = {row[0] for row in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'meta' AND "
-        "table_name = 'runs'").fetchall()}
+    columns = {name for name, _type in relation_columns(con, "meta.runs")}
     if not {"pid", "host"} <= columns:
         return []
     _, host = this_process()
