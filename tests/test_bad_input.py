@@ -54,13 +54,17 @@ def test_wrong_type_in_parquet(tmp_path: Path, cli, loaded, warehouse_path: Path
     assert snapshot(warehouse_path) == loaded
 
 
+def csv_with_cell(path: Path, column: str, *, row: int, text: str) -> Path:
+    """Valid detections written as CSV, with the 0-based `row`'s `column` replaced by `text`."""
+    frame = detections_frame().with_columns(pl.col(column).cast(pl.Utf8))
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(text))
+                       .otherwise(pl.col(column)).alias(column)).write_csv(path)
+    return path
+
+
 def test_wrong_type_in_csv_names_the_row(tmp_path: Path, cli, loaded, warehouse_path: Path
                                          ) -> None:
-    bad = tmp_path / "bad.csv"
-    frame = detections_frame().with_columns(pl.col("bb_kt").cast(pl.Utf8))
-    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 6).then(pl.lit("hot"))
-                               .otherwise(pl.col("bb_kt")).alias("bb_kt"))
-    frame.write_csv(bad)
+    bad = csv_with_cell(tmp_path / "bad.csv", "bb_kt", row=6, text="hot")
     message = load_fails(cli, bad)
     assert f"{bad}, row 7, column 'bb_kt': expected DOUBLE, found 'hot'" in message
     assert snapshot(warehouse_path) == loaded
@@ -204,11 +208,7 @@ def last_run_error(path: Path) -> str:
 
 def test_fractional_obsid_in_csv(tmp_path: Path, cli, loaded, warehouse_path: Path) -> None:
     """Text is parsed exactly: DuckDB's cast of '1002.5' to INTEGER would round it to 1003."""
-    bad = tmp_path / "float_obsid.csv"
-    frame = detections_frame().with_columns(pl.col("obsid").cast(pl.Utf8))
-    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("1002.5"))
-                               .otherwise(pl.col("obsid")).alias("obsid"))
-    frame.write_csv(bad)
+    bad = csv_with_cell(tmp_path / "float_obsid.csv", "obsid", row=2, text="1002.5")
     message = load_fails(cli, bad)
     assert f"{bad}, row 3, column 'obsid': expected INTEGER, found '1002.5'" in message
     assert snapshot(warehouse_path) == loaded
