@@ -385,16 +385,16 @@ def _votable_envelope(columns: list[Column], provenance: FileProvenance) -> tupl
         resource.infos.append(info)
     table = TableElement(votable)
     resource.tables.append(table)
-    for column in columns:
-        datatype = "unicodeChar" if column.votable_unicode else KINDS[column.kind][2]
-        arraysize = (str(column.chars if column.votable_unicode else column.width)
-                     if column.kind == "text" else None)
-        table.fields.append(Field(votable, name=column.name, datatype=datatype,
-                                  arraysize=arraysize))
-    table.create_arrays(1)  # astropy writes no DATA element for an empty table
-    text = io.BytesIO()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # W03: an ID made from a name such as 'TTau*'
+        warnings.simplefilter("ignore")  # W03: astropy makes an ID from a name such as 'TTau*'
+        for column in columns:
+            datatype = "unicodeChar" if column.votable_unicode else KINDS[column.kind][2]
+            arraysize = (str(column.chars if column.votable_unicode else column.width)
+                         if column.kind == "text" else None)
+            table.fields.append(Field(votable, name=column.name, datatype=datatype,
+                                      arraysize=arraysize))
+        table.create_arrays(1)  # astropy writes no DATA element for an empty table
+        text = io.BytesIO()
         votable.to_xml(text, tabledata_format="binary2")
     xml = text.getvalue().decode("utf-8")
     start, end = xml.index(_STREAM_OPEN) + len(_STREAM_OPEN), xml.index(_STREAM_CLOSE)
