@@ -210,7 +210,11 @@ def test_what_a_format_cannot_hold_is_refused(tmp_path: Path, fmt: str, query: s
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("change", ["more rows", "fewer rows", "longer text"])
+CHANGES = {"longer text": {"width": -1}, "more characters": {"chars": -1},
+           "non-ASCII text": {"ascii": True}}
+
+
+@pytest.mark.parametrize("change", ["more rows", "fewer rows", *CHANGES])
 @pytest.mark.parametrize("fmt", ["fits", "votable"])
 def test_a_result_that_changes_between_passes_is_refused_and_nothing_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, change: str) -> None:
@@ -223,13 +227,17 @@ def test_a_result_that_changes_between_passes_is_refused_and_nothing_written(
 
     def other_first_pass(con, columns):
         rows, measured = measure(con, columns)
-        if change == "longer text":
-            return rows, [replace(c, width=c.width - 1) for c in measured]
+        if change in CHANGES:
+            text = measured[1]
+            changed = {k: v if isinstance(v, bool) else getattr(text, k) + v
+                       for k, v in CHANGES[change].items()}
+            return rows, [measured[0], replace(text, **changed)]
         return rows + (-1 if change == "more rows" else 1), measured
 
     monkeypatch.setattr(file_formats, "measure", other_first_pass)
     con = duckdb.connect()
-    query = "SELECT range AS i, repeat('x', range::INT) AS s FROM range(5)"
+    query = ("SELECT range AS i, CASE WHEN range = 4 THEN 'ééé' ELSE repeat('x', range::INT) "
+             "END AS s FROM range(5)")
     with pytest.raises(InputError, match="other rows on its second run"):
         write_result(con, con.sql(query), tmp_path / "x.out", fmt, PROVENANCE, chunk_rows=2)
     assert list(tmp_path.iterdir()) == []

@@ -92,7 +92,6 @@ DUCKDB_TYPES = {
     "time": ("text", "CAST({} AS VARCHAR)"),
     "interval": ("text", "CAST({} AS VARCHAR)"),
 }
-WIDE_INTEGERS = {"ubigint", "hugeint", "uhugeint"}
 INT64_RANGE = (-(2**63), 2**63 - 1)
 
 _VIEW = "__xpipe_file_rows"
@@ -244,7 +243,7 @@ def _batches(con: duckdb.DuckDBPyConnection, columns: list[Column], rows: int,
             as reader, progress_bar(f"writing {path.name}", total=rows) as bar:
         for batch in reader:
             done += batch.num_rows
-            if done > rows or any(_too_wide(batch.column(i), c) for i, c in enumerate(columns)):
+            if done > rows or any(_outgrown(batch.column(i), c) for i, c in enumerate(columns)):
                 raise InputError(_changed(rows))
             yield batch
             bar.update(batch.num_rows)
@@ -252,10 +251,13 @@ def _batches(con: duckdb.DuckDBPyConnection, columns: list[Column], rows: int,
         raise InputError(_changed(rows))
 
 
-def _too_wide(array: pa.Array, column: Column) -> bool:
+def _outgrown(array: pa.Array, column: Column) -> bool:
+    """Text longer, or less ASCII, than the first pass measured."""
     if column.kind != "text" or array.null_count == len(array):
         return False
-    return int(pc.max(pc.binary_length(array)).as_py()) > column.width
+    return (pc.max(pc.binary_length(array)).as_py() > column.width
+            or pc.max(pc.utf8_length(array)).as_py() > column.chars
+            or (column.ascii and not pc.all(pc.string_is_ascii(array)).as_py()))
 
 
 def _changed(rows: int) -> str:
@@ -336,8 +338,9 @@ def _fits_card(keyword: str, value: str, comment: str) -> Any:
 
     if not (value.isascii() and value.isprintable()):
         value = value.encode("unicode_escape").decode("ascii")
-    quoted = max(len(value) + value.count("'"), 8) + 2  # astropy pads short text to 8
-    fits_on_card = 10 + quoted + 3 + len(comment) <= 80 or quoted > 70  # long: CONTINUE cards
+    quoted = max(len(value) + value.count("'"), 8) + 2  # astropy pads short text to 8 ...
+    fits_on_card = 10 + max(quoted, 20) + 3 + len(comment) <= 80  # ... and the value to 20
+    fits_on_card |= quoted > 70  # long text goes on CONTINUE cards, the comment on the last
     return fits.Card(keyword, value, comment if fits_on_card else "")
 
 
