@@ -95,3 +95,28 @@ def test_limits_load_and_bad_ones_are_reported_not_excluded(
     summary = cli("summary").output
     assert [line.split() for line in summary.splitlines() if "limit_problems" in line] == [
         ["limit_problems", str(len(BAD))]]
+
+
+def test_a_cached_simulation_from_older_params_is_made_again(tmp_path: Path, cli) -> None:
+    """`--source sim` reuses its catalogue only when the simulator's params file is the one it
+    was made from: one made before the limits existed is made again, so it has them."""
+    import json
+
+    from xpipe.simulation.catalogue import current_params_sha256
+
+    sim = tmp_path / "sim"
+    args = ("warehouse", "--source", "sim", "--sim-dir", str(sim), "--detections", "3000",
+            "--seed", "7", "--labels", "none")
+    cli(*args)
+    manifest = json.loads((sim / "manifest.json").read_text())
+    assert "using simulated catalogue" in cli(*args).output  # same params: reused
+    manifest["params_sha256"] = "0" * 64  # as an older xpipe's simulator left it
+    (sim / "manifest.json").write_text(json.dumps(manifest))
+    (sim / "detections" / "stale.parquet").write_bytes(b"not parquet")
+    output = cli(*args).output
+    assert "making it again" in output and "using simulated catalogue" not in output
+    assert not (sim / "detections" / "stale.parquet").exists()
+    made = json.loads((sim / "manifest.json").read_text())
+    assert made["params_sha256"] == current_params_sha256()
+    det = pl.read_parquet(sorted((sim / "detections").glob("*.parquet")))
+    assert det["hard_hm_lolim"].null_count() < det.height
