@@ -23,18 +23,19 @@ checked AS (
 
 final AS (
     SELECT
-        det_id,
-        name,
-        obsid,
-        obi,
-        region_id,
-        {% for limit in confidence_limits %}
-        {% set problem = (limit.feature ~ '__problem') | ident %}
-        CASE WHEN {{ problem }} IS NULL THEN {{ limit.lolim | ident }} END
-            AS {{ limit.lolim | ident }},
-        CASE WHEN {{ problem }} IS NULL THEN {{ limit.hilim | ident }} END
-            AS {{ limit.hilim | ident }},
-        {% endfor %}
+        * EXCLUDE (
+            {% for limit in confidence_limits %}
+            {{ (limit.feature ~ '__problem') | ident }}{{ "," if not loop.last }}
+            {% endfor %}
+        ) REPLACE (
+            {% for limit in confidence_limits %}
+            {% set problem = (limit.feature ~ '__problem') | ident %}
+            CASE WHEN {{ problem }} IS NULL THEN {{ limit.lolim | ident }} END
+                AS {{ limit.lolim | ident }},
+            CASE WHEN {{ problem }} IS NULL THEN {{ limit.hilim | ident }} END
+                AS {{ limit.hilim | ident }}{{ "," if not loop.last }}
+            {% endfor %}
+        ),
         nullif(concat_ws('; ',
             {% for limit in confidence_limits %}
             {{ (limit.feature ~ '__problem') | ident }}{{ "," if not loop.last }}
