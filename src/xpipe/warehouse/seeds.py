@@ -36,12 +36,20 @@ def _feature_rows() -> tuple[Row, ...]:
     return tuple(sorted(seed_rows("features"), key=lambda r: int(r["position"])))
 
 
+def _limit_column_rows() -> tuple[Row, ...]:
+    """Every confidence-limit column: each feature's lower then upper one, in seed order."""
+    return tuple({**r, "column": r[key], "side": side} for r in seed_rows("confidence_limits")
+                 for side, key in (("lower", "lolim_column"), ("upper", "hilim_column")))
+
+
 # What a `{template: NAME}` in a contract or check expands over: one row per column, in order.
 TEMPLATES: dict[str, tuple[str, Callable[[], tuple[Row, ...]]]] = {
     "classes": ("class", _class_rows),
     "agg_classes": ("agg_class", _agg_class_rows),
     "class_groups": ("agg_class", lambda: seed_rows("class_groups")),
     "features": ("feature", _feature_rows),
+    "confidence_limits": ("feature", lambda: seed_rows("confidence_limits")),
+    "confidence_limit_columns": ("column", _limit_column_rows),
 }
 
 
@@ -131,3 +139,23 @@ def physical_ranges() -> dict[str, PhysicalRange]:
         r["column_name"], _bound(r["min_value"]), _bound(r["max_value"]),
         r["min_inclusive"].strip().lower() == "true", r["max_inclusive"].strip().lower() == "true")
         for r in seed_rows("physical_ranges")}
+
+
+@dataclass(frozen=True)
+class ConfidenceLimit:
+    """The published error of one feature (sql/seeds/confidence_limits.csv): the raw.detections
+    columns of its lower and upper confidence limits and the interval's confidence level."""
+
+    feature: str
+    lolim: str
+    hilim: str
+    level: float
+
+
+@cache
+def confidence_limits() -> dict[str, ConfidenceLimit]:
+    """Feature → its published confidence limits, in seed order (the features without an entry
+    have no published errors)."""
+    return {r["feature"]: ConfidenceLimit(r["feature"], r["lolim_column"], r["hilim_column"],
+                                          float(r["confidence_level"]))
+            for r in seed_rows("confidence_limits")}
