@@ -185,6 +185,12 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return dict(zip(keys, (int(v) for v in one), strict=True))
 
 
+def classify_run_id(con: duckdb.DuckDBPyConnection) -> str:
+    """The run that fitted the stored clustering: what every analysis of it is computed for
+    (its frozen model version has the same id)."""
+    return str(scalar(con, "SELECT any_value(run_id) FROM model.gmm_components"))
+
+
 def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: ClassifyParams
              ) -> tuple[RunRecorder, dict[str, int]]:
     require_tables(con, ["raw.detections", "raw.simbad_match"],

@@ -131,3 +131,22 @@ def physical_ranges() -> dict[str, PhysicalRange]:
         r["column_name"], _bound(r["min_value"]), _bound(r["max_value"]),
         r["min_inclusive"].strip().lower() == "true", r["max_inclusive"].strip().lower() == "true")
         for r in seed_rows("physical_ranges")}
+
+
+@dataclass(frozen=True)
+class MeasurementError:
+    """A feature with published confidence limits (sql/seeds/feature_errors.csv)."""
+
+    feature: str
+    lower: str  # raw.detections column of the lower limit
+    upper: str  # and of the upper one
+    confidence_level: float  # two-sided probability between them
+
+
+@cache
+def measurement_errors() -> tuple[MeasurementError, ...]:
+    """The features drawn by `xpipe uncertainty`, in feature (seed) order."""
+    order = {f: i for i, f in enumerate(feature_names())}
+    rows = sorted(seed_rows("feature_errors"), key=lambda r: order[r["feature"]])
+    return tuple(MeasurementError(r["feature"], r["lower_column"], r["upper_column"],
+                                  float(r["confidence_level"])) for r in rows)
