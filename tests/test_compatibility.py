@@ -17,7 +17,8 @@ from xpipe.core.errors import WarehouseError
 from xpipe.models import file as model_file
 from xpipe.models import store
 from xpipe.warehouse.connection import connect
-from xpipe.warehouse.migrations import CURRENT, UNVERSIONED
+from xpipe.warehouse.contracts import contract
+from xpipe.warehouse.migrations import CURRENT, LIMIT_COLUMNS_V5, UNVERSIONED
 
 OLD_MODEL = Path(__file__).parent / "data" / "model_e94f6c4.npz"
 OLD_MODEL_HASH = "a337488e4e193706606e7e121b21ca7de6e7313709a2d4505c1f2df1593fa2b1"
@@ -52,23 +53,52 @@ def test_an_unversioned_warehouse_is_migrated_once(loaded: Path, cli) -> None:
     assert _versions(loaded) == versions
 
 
+def _as_version(con: duckdb.DuckDBPyConnection, version: int) -> None:
+    """Make a current warehouse what xpipe at layout `version` wrote: the columns later
+    layouts added dropped, the version recorded."""
+    dropped = {3: ["match_type", *LIMIT_COLUMNS_V5], 4: list(LIMIT_COLUMNS_V5)}[version]
+    for column in dropped:
+        con.execute(f"ALTER TABLE raw.detections DROP COLUMN {column}")
+    con.execute("DELETE FROM meta.schema_version")
+    con.execute("INSERT INTO meta.schema_version VALUES (?, now(), 'old', 'new warehouse')",
+                [version])
+
+
 def test_a_version_3_warehouse_gains_match_type_and_keeps_its_rows(loaded: Path) -> None:
     """raw.detections as xpipe wrote it before match_type: migrated on the next write, every
     row kept, match_type NULL; a pull or load afterwards fills it."""
     with duckdb.connect(str(loaded)) as con:  # make it what the previous xpipe wrote
-        con.execute("ALTER TABLE raw.detections DROP COLUMN match_type")
-        con.execute("DELETE FROM meta.schema_version")
-        con.execute("INSERT INTO meta.schema_version VALUES (3, now(), 'old', 'new warehouse')")
+        _as_version(con, 3)
         before = con.execute("SELECT * FROM raw.detections ORDER BY det_id").fetchall()
-    assert CURRENT == 4 and len(before) == 40
+    assert CURRENT == 5 and len(before) == 40
     connect(Settings(warehouse=loaded)).close()
     with duckdb.connect(str(loaded), read_only=True) as con:
-        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(4,)]
-        assert con.execute("SELECT * EXCLUDE (match_type) FROM raw.detections ORDER BY det_id"
-                           ).fetchall() == before
+        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(5,)]
+        assert con.execute(f"SELECT * EXCLUDE (match_type, {', '.join(LIMIT_COLUMNS_V5)}) "
+                           "FROM raw.detections ORDER BY det_id").fetchall() == before
         assert con.execute("SELECT count(match_type) FROM raw.detections").fetchall() == [(0,)]
         columns = [r[0] for r in con.execute("DESCRIBE raw.detections").fetchall()]
-    assert columns[-1] == "match_type"  # where a new warehouse has it: the contract's order
+    assert columns == list(contract("raw.detections").names)  # a new warehouse's order
+
+
+def test_a_version_4_warehouse_gains_the_confidence_limits_as_null(loaded: Path) -> None:
+    """raw.detections as xpipe wrote it before the CSC confidence limits: migrated on the next
+    write, every row and value kept, the ten limit columns NULL and in the contract's order."""
+    with duckdb.connect(str(loaded)) as con:
+        _as_version(con, 4)
+        before = con.execute("SELECT * FROM raw.detections ORDER BY det_id").fetchall()
+    connect(Settings(warehouse=loaded)).close()
+    with duckdb.connect(str(loaded), read_only=True) as con:
+        assert con.execute("SELECT version, note FROM meta.schema_version ORDER BY version"
+                           ).fetchall()[-1][0] == 5
+        assert con.execute(f"SELECT * EXCLUDE ({', '.join(LIMIT_COLUMNS_V5)}) "
+                           "FROM raw.detections ORDER BY det_id").fetchall() == before
+        nulls = con.execute("SELECT " + ", ".join(f"count({c})" for c in LIMIT_COLUMNS_V5)
+                            + " FROM raw.detections").fetchall()[0]
+        columns = [r[0] for r in con.execute("DESCRIBE raw.detections").fetchall()]
+    assert nulls == (0,) * len(LIMIT_COLUMNS_V5)
+    assert columns == list(contract("raw.detections").names)
+    assert set(LIMIT_COLUMNS_V5) <= set(columns)
 
 
 def test_a_warehouse_from_a_newer_xpipe_is_refused(loaded: Path, cli) -> None:

@@ -25,7 +25,7 @@ from xpipe.core.errors import InputError, ModelFileError
 from xpipe.method.mixture import MixtureParams
 from xpipe.models import file as model_file
 from xpipe.warehouse.connection import connect
-from xpipe.warehouse.migrations import CURRENT
+from xpipe.warehouse.migrations import CURRENT, LIMIT_COLUMNS_V5
 
 OLD_MODEL = Path(__file__).parent / "data" / "model_e94f6c4.npz"
 
@@ -140,16 +140,17 @@ def test_version_2_warehouse_migrates_and_keeps_its_runs(loaded: Path) -> None:
     with duckdb.connect(str(loaded)) as con:  # make it what the previous xpipe wrote
         con.execute("ALTER TABLE meta.runs DROP COLUMN host")
         con.execute("ALTER TABLE meta.runs DROP COLUMN pid")
-        con.execute("ALTER TABLE raw.detections DROP COLUMN match_type")
+        for column in ("match_type", *LIMIT_COLUMNS_V5):
+            con.execute(f"ALTER TABLE raw.detections DROP COLUMN {column}")
         con.execute("DELETE FROM meta.schema_version")
         con.execute("INSERT INTO meta.schema_version VALUES (2, now(), 'old', 'new warehouse')")
         before = con.execute("SELECT * FROM meta.runs").fetchall()
-    assert CURRENT == 4
+    assert CURRENT == 5
     with connect(Settings(warehouse=loaded), read_only=True) as con:  # read-only: untouched
         assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(2,)]
     connect(Settings(warehouse=loaded)).close()
     with duckdb.connect(str(loaded), read_only=True) as con:
-        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(4,)]
+        assert con.execute("SELECT max(version) FROM meta.schema_version").fetchall() == [(5,)]
         assert con.execute("SELECT * EXCLUDE (pid, host) FROM meta.runs").fetchall() == before
         assert con.execute("SELECT pid, host FROM meta.runs").fetchall() == [(None, None)]
 

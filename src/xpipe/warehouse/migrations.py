@@ -37,11 +37,26 @@ def _detections_match_type(con: duckdb.DuckDBPyConnection) -> str:
             "before)")
 
 
+# The CSC confidence limits added in layout 5, as they were then (a migration never changes).
+LIMIT_COLUMNS_V5 = ("hard_hm_lolim", "hard_hm_hilim", "hard_hs_lolim", "hard_hs_hilim",
+                    "hard_ms_lolim", "hard_ms_hilim", "powlaw_gamma_lolim", "powlaw_gamma_hilim",
+                    "bb_kt_lolim", "bb_kt_hilim")
+
+
+def _detections_confidence_limits(con: duckdb.DuckDBPyConnection) -> str:
+    if _has_table(con, "raw", "detections"):
+        for column in LIMIT_COLUMNS_V5:
+            con.execute(f"ALTER TABLE raw.detections ADD COLUMN IF NOT EXISTS {column} DOUBLE")
+    return ("raw.detections: the CSC confidence limits of the hardness ratios and spectral fits "
+            "(NULL for rows loaded before)")
+
+
 # version v → the step to v + 1 (it returns a note saying what it changed)
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], str]] = {
     1: _nothing_to_change,
     2: _runs_process,
     3: _detections_match_type,
+    4: _detections_confidence_limits,
 }
 CURRENT = UNVERSIONED + len(MIGRATIONS)
 
