@@ -113,12 +113,13 @@ class DetectionSummary:
 
 def mean_over_draws(proba: F64, nominal: F64, classified: NDArray[np.bool_]) -> F64:
     """Mean over the classified draws, as nominal + mean(draw − nominal): exact (the nominal
-    itself) when every draw reproduces it; NaN where no draw is classified."""
+    itself) when every draw reproduces it, clipped to [0, 1] against rounding; NaN where no
+    draw is classified."""
     deviations = np.where(classified[..., None], proba - nominal[:, None, :], 0.0)
     counts = classified.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts[:, None] > 0,
-                        nominal + deviations.sum(axis=1) / counts[:, None], np.nan)
+        mean = np.clip(nominal + deviations.sum(axis=1) / counts[:, None], 0.0, 1.0)
+    return np.where(counts[:, None] > 0, mean, np.nan)
 
 
 def draw_quantiles(proba: F64, classified: NDArray[np.bool_], levels: Sequence[float]

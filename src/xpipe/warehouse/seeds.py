@@ -150,3 +150,8 @@ def measurement_errors() -> tuple[MeasurementError, ...]:
     rows = sorted(seed_rows("feature_errors"), key=lambda r: order[r["feature"]])
     return tuple(MeasurementError(r["feature"], r["lower_column"], r["upper_column"],
                                   float(r["confidence_level"])) for r in rows)
+
+
+def limit_columns() -> list[str]:
+    """The raw.detections columns holding confidence limits, in feature order."""
+    return [c for e in measurement_errors() for c in (e.lower, e.upper)]
