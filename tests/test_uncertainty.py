@@ -5,6 +5,7 @@ entry point; an interrupted run leaves nothing; a new classification makes them 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import duckdb
@@ -239,7 +240,7 @@ def test_wider_limits_lower_the_stability_on_average(drawn: Path) -> None:
                                      draws=40, seed=9).uncertainty
         assert drawn_sources is not None
         means.append(float(drawn_sources.sources["class_stability"].mean()))
-    assert all(a > b for a, b in zip(means, means[1:], strict=False)), means
+    assert all(a > b for a, b in itertools.pairwise(means)), means
     assert means[0] - means[-1] > 0.1, means
 
 

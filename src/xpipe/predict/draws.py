@@ -251,11 +251,18 @@ def class_code(names: pl.Series) -> I64:
     return names.replace_strict(codes, default=-1, return_dtype=pl.Int64).to_numpy()
 
 
-def detection_flags(drawn: NDArray[np.bool_]) -> pl.Series:
-    n_drawn = drawn.sum(axis=1)
-    flags = np.where(n_drawn == 0, NO_ERRORS,
-                     np.where(n_drawn < drawn.shape[1], PARTIAL_ERRORS, None))
-    return pl.Series("flag", flags.tolist(), dtype=pl.Utf8)
+def text_where(keep: NDArray[np.bool_], values: Sequence[object]) -> pl.Series:
+    """`values` as text where `keep`, NULL elsewhere."""
+    return pl.Series([str(v) if k else None for k, v in zip(keep.tolist(), values,
+                                                             strict=True)], dtype=pl.Utf8)
+
+
+def error_flags(none: NDArray[np.bool_], partial: NDArray[np.bool_]) -> pl.Series:
+    """'no published errors' where nothing was drawn, 'partial errors' where something was
+    held at its values for lack of limits, NULL otherwise."""
+    flags = [NO_ERRORS if n else PARTIAL_ERRORS if p else None
+             for n, p in zip(none.tolist(), partial.tolist(), strict=True)]
+    return pl.Series(flags, dtype=pl.Utf8)
 
 
 def detection_frames(frame: pl.DataFrame, scored: ScoredDraws) -> tuple[pl.DataFrame,
@@ -264,7 +271,7 @@ def detection_frames(frame: pl.DataFrame, scored: ScoredDraws) -> tuple[pl.DataF
     classes = list(class_names())
     nominal = frame.select(classes).to_numpy().astype(np.float64)
     summary = mc.summarize_detections(scored.proba, scored.codes, nominal)
-    has_errors = scored.drawn.any(axis=1)
+    has_errors: NDArray[np.bool_] = np.asarray(scored.drawn.any(axis=1))
     nominal_code = class_code(frame["pred_class"])
     agreement = summary.pred_fraction[np.arange(frame.height), nominal_code]
     other_counts = summary.pred_fraction.copy()
@@ -277,15 +284,13 @@ def detection_frames(frame: pl.DataFrame, scored: ScoredDraws) -> tuple[pl.DataF
     def masked(values: F64) -> pl.Series:
         return pl.Series(np.where(has_errors, values, np.nan), nan_to_null=True)
 
+    n_drawn = scored.drawn.sum(axis=1)
     detections = frame.select("det_id", "name", "obsid", "pred_class").with_columns(
-        drawn_features=pl.Series([", ".join(names[row]) or None for row in scored.drawn],
-                                 dtype=pl.Utf8),
-        flag=detection_flags(scored.drawn),
+        drawn_features=text_where(has_errors, [", ".join(names[row]) for row in scored.drawn]),
+        flag=error_flags(n_drawn == 0, n_drawn < len(errors)),
         pred_agreement=masked(agreement),
         unclassified_fraction=masked(summary.unclassified_fraction),
-        other_class=pl.Series(np.where(has_errors & (other_fraction > 0),
-                                       np.array(classes, dtype=object)[other], None).tolist(),
-                              dtype=pl.Utf8),
+        other_class=text_where(has_errors & (other_fraction > 0), [classes[k] for k in other]),
         other_fraction=pl.Series(np.where(has_errors & (other_fraction > 0), other_fraction,
                                           np.nan), nan_to_null=True),
     )
@@ -346,23 +351,22 @@ def source_frame(frame: pl.DataFrame, sources: pl.DataFrame, scored: ScoredDraws
     fully = np.add.reduceat(scored.drawn.all(axis=1).astype(np.int64), starts)
     counts = np.diff(np.r_[starts, frame.height])
     has = with_errors > 0
-    labels = np.array([*classes, AMBIGUOUS, UNCLASSIFIED], dtype=object)  # -1 picks the last
+    labels = [*classes, AMBIGUOUS, UNCLASSIFIED]  # code -1 (unclassified) picks the last
 
     def masked(values: F64) -> pl.Series:
         return pl.Series(np.where(has, values, np.nan), nan_to_null=True)
 
-    other = np.where(has & (fine.other != mc.NO_OTHER), labels[fine.other], None)
     return sources.select("name").with_columns(
         detection_count=pl.Series(counts, dtype=pl.Int64),
         detections_with_errors=pl.Series(with_errors, dtype=pl.Int64),
-        flag=pl.Series(np.where(~has, NO_ERRORS, np.where(fully < counts, PARTIAL_ERRORS,
-                                                            None)).tolist(), dtype=pl.Utf8),
-        outcome=pl.Series(labels[nominal].tolist(), dtype=pl.Utf8),
+        flag=error_flags(~has, fully < counts),
+        outcome=pl.Series([labels[k] for k in nominal], dtype=pl.Utf8),
         class_stability=masked(fine.stability),
         agg_class_stability=masked(agg.stability),
         hard_stability=masked((hard == class_code(sources["hard_class"])[:, None]).mean(axis=1)),
         soft_stability=masked((soft == class_code(sources["soft_class"])[:, None]).mean(axis=1)),
-        other_outcome=pl.Series(other.tolist(), dtype=pl.Utf8),
+        other_outcome=text_where(has & (fine.other != mc.NO_OTHER),
+                                 [labels[k] for k in fine.other]),
         other_fraction=masked(np.where(fine.other != mc.NO_OTHER, fine.other_fraction, np.nan)),
         unclassified_fraction=masked((drawn < 0).mean(axis=1)),
     )
