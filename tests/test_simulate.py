@@ -206,9 +206,10 @@ def test_schemas_exact(main_run: dict) -> None:
         "powlaw_gamma",
         "bb_kt",
     ]
-    assert names[12:] == [
+    assert names[12:32] == [
         f"var_{s}_{b}" for b in "bhms" for s in ("prob", "sigma", "mean", "min", "max")
     ]
+    assert names[32:] == [f"{f}_{side}" for f in FEATURES[:5] for side in ("lolim", "hilim")]
 
 
 def test_no_nan_or_inf_anywhere(main_run: dict) -> None:
@@ -402,6 +403,35 @@ def test_multi_detection_sources_vary_but_stay_correlated(main_run: dict) -> Non
 # --------------------------------------------------------------------------------------
 
 
+def test_confidence_limits_are_plausible(main_run: dict) -> None:
+    """Every value has limits that contain it and NULL ones where it is NULL; they lie inside
+    the physical range; fainter detections get wider intervals (median width falls with the
+    significance, for every feature); near a bound the interval reaches further away from it."""
+    det = main_run["det"]
+    for feature in FEATURES[:5]:
+        lo, hi = pl.col(f"{feature}_lolim"), pl.col(f"{feature}_hilim")
+        null = det.select((pl.col(feature).is_null() == lo.is_null()).all().alias("lo"),
+                          (pl.col(feature).is_null() == hi.is_null()).all().alias("hi")).row(0)
+        assert null == (True, True), feature
+        have = det.filter(pl.col(feature).is_not_null())
+        assert have.select(((lo <= pl.col(feature)) & (pl.col(feature) <= hi)).all()).item()
+        assert have.select((hi > lo).mean()).item() > 0.999, feature
+        if feature.startswith("hard_"):
+            assert have.select((lo >= -1).all() & (hi <= 1).all()).item(), feature
+        if feature == "bb_kt":
+            assert have.select((lo > 0).all()).item()
+        bins = np.digitize(have["flux_significance_b"].to_numpy(), [2, 5, 10, 30])
+        widths = (have.with_columns(width=hi - lo, bin=pl.Series(bins))
+                  .group_by("bin").agg(pl.col("width").median(), pl.len())
+                  .sort("bin"))
+        assert widths["len"].min() > 100, widths
+        assert np.all(np.diff(widths["width"].to_numpy()) < 0), (feature, widths)
+    hard = det.filter(pl.col("hard_hm") > 0.95)
+    upper = hard["hard_hm_hilim"] - hard["hard_hm"]
+    lower = hard["hard_hm"] - hard["hard_hm_lolim"]
+    assert hard.height > 100 and float((upper / lower).median()) < 0.2
+
+
 def test_galactic_rotation_known_points() -> None:
     ra, dec = galactic_to_icrs(np.array([0.0, 0.0]), np.array([0.0, 90.0]))
     assert sep_arcsec(ra[0], dec[0], 266.40499, -28.93617) < 1
@@ -565,20 +595,30 @@ PINNED_ROWS = {
 }
 
 
-def rows_digest(folder: Path) -> str:
-    """SHA-256 of a table's rows sorted on every column, floats at 7 significant digits.
+def rows_digest(folder: Path, columns: list[str] | None = None) -> str:
+    """SHA-256 of a table's rows (only `columns`, when given) sorted on every column, floats
+    at 7 significant digits.
 
     Rows rather than file bytes, because Parquet metadata names the writer's version; floats
     rounded, because numpy's SIMD exp and log may differ by an ulp between CPUs. A change of
     draw order changes whole values, so it still fails.
     """
     df = pl.read_parquet(sorted(folder.glob("part-*.parquet")))
+    df = df.select(columns or df.columns)
     df = df.sort(df.columns, nulls_last=True)
     text = "\n".join(
         "\t".join(format(v, ".6e") if isinstance(v, float) else str(v) for v in row)
         for row in [tuple(df.columns), *df.iter_rows()]
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The detection columns the simulator wrote before the confidence limits, and the limits with
+# the detection key; PINNED_LIMITS computed when the limits were added (issue 14).
+LIMITS = [c for c in DETECTION_SCHEMA.names if c.endswith(("_lolim", "_hilim"))]
+BEFORE_LIMITS = {"detections": [c for c in DETECTION_SCHEMA.names if c not in LIMITS]}
+LIMITS_KEYED = ["name", "obsid", "obi", "region_id", *LIMITS]
+PINNED_LIMITS = "d26952218fe335341f7982dbf78f18e388b0ee845f30f6b6904aafc0cd2b5d44"
 
 
 def test_draw_order_is_pinned(tmp_path: Path) -> None:
@@ -592,11 +632,15 @@ def test_draw_order_is_pinned(tmp_path: Path) -> None:
         1586,
         36,
     )
-    got = {table: rows_digest(tmp_path / "c" / table) for table in PINNED_ROWS}
+    got = {table: rows_digest(tmp_path / "c" / table, BEFORE_LIMITS.get(table))
+           for table in PINNED_ROWS}
     assert got == PINNED_ROWS, (
         "the simulator's output changed: if on purpose (a new draw or params file), "
         "say so in the change and pin the new digests"
     )
+    # the confidence limits, drawn from a stream of their own, left every value above as it
+    # was (the digests are those of the simulator before them); they are pinned too
+    assert rows_digest(tmp_path / "c" / "detections", LIMITS_KEYED) == PINNED_LIMITS
 
 
 # --------------------------------------------------------------------------------------

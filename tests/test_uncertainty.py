@@ -19,10 +19,17 @@ from xpipe.api import Classifier
 from xpipe.core.config import Settings
 from xpipe.core.errors import InputError
 from xpipe.predict import uncertainty
-from xpipe.predict.draws import DrawParams, DrawScaler, score_draws
+from xpipe.predict.draws import DrawParams, DrawScaler, drawn_features, score_draws
 from xpipe.science.common import is_current, uncertainty_is_current
 from xpipe.warehouse.connection import connect
-from xpipe.warehouse.seeds import class_names, feature_names, measurement_errors
+from xpipe.warehouse.seeds import (
+    class_names,
+    confidence_limits,
+    feature_names,
+    limit_columns,
+    physical_ranges,
+)
+from xpipe.warehouse.sql_models import load_macros, run_models
 
 DRAWS = 6
 TABLES = uncertainty.TABLES
@@ -32,14 +39,25 @@ WIDTH = {"hard_hm": "0.6", "hard_hs": "0.6", "hard_ms": "0.6", "powlaw_gamma": "
 
 
 def set_limits(warehouse: Path, width: str | None, where: str = "TRUE") -> None:
-    """lolim / hilim = value ∓ width (a SQL expression; None: NULL limits) where `where`."""
+    """lolim / hilim = value ∓ width (a SQL expression; None: NULL limits) where `where`,
+    inside the physical range, then model.detection_limits rebuilt as classify builds it."""
+    ranges = physical_ranges()
     with duckdb.connect(str(warehouse)) as con:
-        for e in measurement_errors():
+        for e in confidence_limits().values():
             w = None if width is None else width.format(scale=WIDTH[e.feature])
-            lower = "NULL" if w is None else f"{e.feature} - ({w})"
-            upper = "NULL" if w is None else f"{e.feature} + ({w})"
-            con.execute(f"UPDATE raw.detections SET {e.lower} = {lower}, {e.upper} = {upper} "
+            bounds = ranges.get(e.feature)
+            lo = "-1e300" if bounds is None or bounds.min is None else repr(bounds.min)
+            hi = "1e300" if bounds is None or bounds.max is None else repr(bounds.max)
+            lower = "NULL" if w is None else f"greatest({e.feature} - ({w}), {lo})"
+            upper = "NULL" if w is None else f"least({e.feature} + ({w}), {hi})"
+            con.execute(f"UPDATE raw.detections SET {e.lolim} = {lower}, {e.hilim} = {upper} "
                         f"WHERE {where}")
+        rebuild_limits(con)
+
+
+def rebuild_limits(con: duckdb.DuckDBPyConnection) -> None:
+    load_macros(con)
+    run_models(con, names=["model.stg_detections", "model.detection_limits"])
 
 
 SIGNIFICANCE_WIDTH = "{scale} / greatest(flux_significance_b, 1)"
@@ -118,8 +136,8 @@ def test_every_zero_width_draw_is_the_stored_probability(
             "FROM results.detection_class AS d JOIN model.detection_features AS f "
             "USING (det_id) JOIN raw.detections AS r USING (det_id) "
             "WHERE d.pred_class IS NOT NULL ORDER BY r.name, r.obsid, d.det_id").pl()
-    frame = frame.with_columns(**{c: pl.col(e.feature) for e in measurement_errors()
-                                  for c in (e.lower, e.upper)})
+    frame = frame.with_columns(**{c: pl.col(e.feature) for e in confidence_limits().values()
+                                  for c in (e.lolim, e.hilim)})
     scaler = DrawScaler(model)
     try:
         scored = score_draws(frame, model, scaler, DrawParams(4, seed=3))
@@ -146,7 +164,7 @@ def test_null_limits_give_null_and_a_flag_never_a_stability_of_one(drawn: Path) 
     with_errors = det.filter(pl.col("det_id") % 9 != 0)
     assert with_errors["flag"].null_count() == with_errors.height
     assert with_errors["drawn_features"].unique().to_list() == [
-        ", ".join(e.feature for e in measurement_errors())]
+        ", ".join(e.feature for e in confidence_limits().values())]
     none = src.filter(pl.col("without") == pl.col("detection_count"))
     partial = src.filter((pl.col("without") > 0) & (pl.col("without") < pl.col("detection_count")))
     full = src.filter(pl.col("without") == 0)
@@ -235,7 +253,7 @@ def test_wider_limits_lower_the_stability_on_average(drawn: Path) -> None:
     for factor in (0.25, 0.5, 1.0, 2.0):
         widened = region.with_columns(**{
             c: pl.col(e.feature) + sign * factor * float(WIDTH[e.feature]) / 10
-            for e in measurement_errors() for c, sign in ((e.lower, -1), (e.upper, 1))})
+            for e in confidence_limits().values() for c, sign in ((e.lolim, -1), (e.hilim, 1))})
         drawn_sources = clf.classify(widened.drop("det_id", "source_file", "source_row"),
                                      draws=40, seed=9).uncertainty
         assert drawn_sources is not None
@@ -270,17 +288,39 @@ def test_an_interrupted_run_leaves_the_previous_results(drawn: Path, tmp_path: P
     assert status == "failed" and leftovers == 0
 
 
-def test_limits_that_do_not_bracket_the_value_are_named(drawn: Path, tmp_path: Path) -> None:
+def test_unusable_limits_hold_that_feature_and_say_so(drawn: Path, tmp_path: Path) -> None:
+    """A lower limit above the value: model.detection_limits gives the reason, the feature is
+    held at its value, the detection and its source are flagged 'partial errors'."""
     warehouse = tmp_path / "xpipe.duckdb"
     warehouse.write_bytes(drawn.read_bytes())
     with duckdb.connect(str(warehouse)) as con:
-        det_id, name = con.sql("SELECT det_id, name FROM results.detection_class WHERE "
-                               "pred_class IS NOT NULL AND det_id % 9 <> 0 ORDER BY det_id "
-                               "LIMIT 1").fetchall()[0]
-        con.execute("UPDATE raw.detections SET hard_ms_lolim = hard_ms + 0.1 WHERE det_id = ?",
-                    [det_id])
-    with pytest.raises(InputError, match=rf"name={name}.*hard_ms_lolim .*<= hard_ms <="):
-        run(warehouse, DrawParams(DRAWS))
+        det_id = con.sql(f"SELECT det_id FROM {TABLES[0]} WHERE flag IS NULL ORDER BY det_id "
+                         "LIMIT 1").fetchall()[0][0]
+        con.execute("UPDATE raw.detections SET hard_ms_lolim = hard_ms + 0.01 "
+                    "WHERE det_id = ?", [det_id])
+        rebuild_limits(con)
+    run(warehouse, DrawParams(DRAWS))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        problem = con.sql("SELECT limit_problems FROM model.detection_limits "
+                          "WHERE det_id = ?", params=[det_id]).fetchall()[0][0]
+        row = con.sql(f"SELECT d.flag, d.drawn_features, s.flag FROM {TABLES[0]} AS d "
+                      f"JOIN {TABLES[2]} AS s USING (name) WHERE det_id = ?",
+                      params=[det_id]).fetchall()[0]
+    assert "hard_ms" in problem and "outside its limits" in problem
+    assert row[0] == "partial errors" and row[2] == "partial errors"
+    assert "hard_ms" not in row[1] and "hard_hm" in row[1]
+
+
+def test_draws_refuse_limits_that_do_not_bracket_the_value() -> None:
+    """Called directly (the warehouse and files pass through model.detection_limits first)."""
+    frame = pl.DataFrame({"det_id": [1], "name": ["X"], "obsid": [1], "obi": [0],
+                          "region_id": [1], **{f: [0.5] for f in feature_names()},
+                          **{c: [0.4 if c.endswith("lolim") else 0.6]
+                             for c in limit_columns()}})
+    assert drawn_features(frame, DrawParams(3))[1].all()
+    frame = frame.with_columns(hard_ms_lolim=pl.lit(0.6))
+    with pytest.raises(InputError, match=r"name=X.*hard_ms_lolim = 0.6.*<= hard_ms <="):
+        drawn_features(frame, DrawParams(3))
 
 
 def test_cli_records_the_run_and_a_new_classification_makes_it_stale(

@@ -19,7 +19,10 @@ renamed AS (
         var_prob_b, var_sigma_b, var_mean_b, var_min_b, var_max_b,
         var_prob_h, var_sigma_h, var_mean_h,
         var_prob_s, var_sigma_s, var_mean_s,
-        match_type
+        match_type,
+        {% for limit in confidence_limits %}
+        {{ limit.lolim | ident }}, {{ limit.hilim | ident }}{{ "," if not loop.last }}
+        {% endfor %}
     FROM source
 )
 

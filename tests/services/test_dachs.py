@@ -56,6 +56,11 @@ def test_pull_returns_exactly_the_served_catalogue(clean_pull: Path, reference_d
     assert biggest[0][0] <= PAGE_ROWS
     stacks = rows(clean_pull, "SELECT count(*) FROM raw.detections WHERE detect_stack_id IS NULL")
     assert stacks == [(0,)]  # the join key comes along
+    # the confidence limits come from observation_source with their values (compared above)
+    limits = rows(clean_pull, "SELECT count(hard_hm), count(hard_hm_lolim), count(powlaw_gamma),"
+                              " count(powlaw_gamma_hilim), count(bb_kt), count(bb_kt_lolim) "
+                              "FROM raw.detections")[0]
+    assert limits[0] == limits[1] > 0 and limits[2] == limits[3] > 0 and limits[4] == limits[5]
 
 
 def test_match_type_is_the_served_association(clean_pull: Path, served_sim: Path) -> None:

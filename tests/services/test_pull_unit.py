@@ -85,7 +85,12 @@ def test_query_uses_the_stack_join_and_master_position() -> None:
         assert f"csc21.{table}" in q
     assert "SELECT DISTINCT m.name, o.obsid, o.obi, o.region_id, a.detect_stack_id, m.ra, " \
            "m.dec" in q
-    assert q.endswith(", a.match_type " + q[q.index("FROM "):])  # the last contract column
+    limits = ", ".join(f"o.{f}_{side}" for f in ("hard_hm", "hard_hs", "hard_ms",
+                                                   "powlaw_gamma", "bb_kt")
+                       for side in ("lolim", "hilim"))
+    # the last contract columns: the association's match_type, then the confidence limits of
+    # the per-observation table (the CSC 2.0 and 2.1 column names)
+    assert q.endswith(f", a.match_type, {limits} " + q[q.index("FROM "):])
     assert "CONTAINS" not in q and "CIRCLE" not in q  # no ADQL geometry on CSC
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -50,14 +51,28 @@ def simulate(*, n_detections: int, seed: int, out_dir: Path, match_fraction: flo
 
 
 def ensure_simulation(sim_dir: Path, n_detections: int, *, seed: int) -> None:
-    """Reuse a simulated catalogue with the same size and seed, or make it."""
+    """Reuse a simulated catalogue with the same size, seed and simulator params file, or make
+    it; one the simulator made from another params file (e.g. before it drew confidence
+    limits) is replaced, since its columns differ."""
+    from xpipe.simulation.catalogue import GENERATOR, current_params_sha256, output_paths
+
     manifest = sim_dir / "manifest.json"
     if manifest.exists():
-        config = json.loads(manifest.read_text()).get("config", {})
+        made = json.loads(manifest.read_text())
+        config = made.get("config", {})
         if config.get("n_detections") == n_detections and config.get("seed") == seed:
-            click.echo(f"using simulated catalogue in {sim_dir} ({n_detections} detections, "
-                       f"seed {seed})")
-            return
+            if made.get("params_sha256") == current_params_sha256():
+                click.echo(f"using simulated catalogue in {sim_dir} ({n_detections} "
+                           f"detections, seed {seed})")
+                return
+            if made.get("generator") == GENERATOR:
+                click.echo(f"the simulated catalogue in {sim_dir} was made from other simulator "
+                           "params (an older xpipe): making it again")
+                for path in output_paths(sim_dir):
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
     # click fills every option not given here with its default, as on the command line
     click.get_current_context().invoke(simulate, n_detections=n_detections, seed=seed,
                                        out_dir=sim_dir)

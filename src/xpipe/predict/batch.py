@@ -33,6 +33,7 @@ from xpipe.warehouse.connection import (
     only_row,
     require_tables,
     scalar,
+    sql_literal,
     transaction,
 )
 from xpipe.warehouse.contracts import create_table
@@ -156,18 +157,25 @@ def store_model_version(con: duckdb.DuckDBPyConnection, run_id: str, *, params: 
     return model
 
 
+def _count_if_built(con: duckdb.DuckDBPyConnection, table: str, where: str = "TRUE") -> str:
+    """SQL counting the rows of model.`table` that match `where`, or 0 when it was never built."""
+    built = scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'model' "
+                        f"AND table_name = {sql_literal(table)}")
+    return f"(SELECT count(*) FROM model.{table} WHERE {where})" if built else "0"
+
+
 def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows at each stage: pulled → excluded for an impossible value → selected → cleaned →
-    labeled → classified → sources. A warehouse classified before model.excluded_detections
-    existed counts no exclusions."""
-    has_exclusions = bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = "
-                                      "'model' AND table_name = 'excluded_detections'"))
-    impossible = ("(SELECT count(*) FROM model.excluded_detections)" if has_exclusions
-                  else "0")
+    labeled → classified → sources, and the detections with published confidence limits that
+    cannot be used (never excluded). A warehouse classified before model.excluded_detections or
+    model.detection_limits existed counts none."""
+    impossible = _count_if_built(con, "excluded_detections")
+    limit_problems = _count_if_built(con, "detection_limits", "limit_problems IS NOT NULL")
     one = only_row(con, f"""
         SELECT
             (SELECT count(*) FROM model.stg_detections),
             {impossible},
+            {limit_problems},
             (SELECT count(*) FROM model.detection_features),
             (SELECT count(*) FROM model.detection_features WHERE is_clean),
             (SELECT count(*) FROM model.detection_roles WHERE role = 'reference'),
@@ -179,9 +187,9 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             (SELECT count(*) FROM results.source_class WHERE is_unique),
             (SELECT count(*) FROM results.source_class WHERE NOT is_unique)
     """)
-    keys = ["detections", "impossible_values", "selected", "cleaned", "references", "targets",
-            "excluded", "classified", "unclassifiable", "sources", "uniquely_classified",
-            "ambiguous"]
+    keys = ["detections", "impossible_values", "limit_problems", "selected", "cleaned",
+            "references", "targets", "excluded", "classified", "unclassifiable", "sources",
+            "uniquely_classified", "ambiguous"]
     return dict(zip(keys, (int(v) for v in one), strict=True))
 
 

@@ -2,13 +2,13 @@
 drawn, every draw classified as a new detection, and only the aggregates kept.
 
 Every classified detection's features with published confidence limits (the seed
-sql/seeds/feature_errors.csv: the hardness ratios and the spectral fits) are drawn from split
-normals (xpipe.method.montecarlo), each from the detection's own random stream; the other
-features are held fixed. Each draw is then classified exactly as a new detection would be: the
-draws are scaled by the warehouse's own SQL model (model.scaled_features, with the version's
-stored parameters), assigned to clusters and scored by the scoring core (predict.scoring). A
-draw whose features equal the measured ones therefore gets the stored probabilities bit for
-bit.
+sql/seeds/confidence_limits.csv: the hardness ratios and the spectral fits; the usable ones, as
+model.detection_limits keeps them) are drawn from split normals (xpipe.method.montecarlo), each
+from the detection's own random stream; the other features are held fixed. Each draw is then
+classified exactly as a new detection would be: the draws are scaled by the warehouse's own SQL
+model (model.scaled_features, with the version's stored parameters), assigned to clusters and
+scored by the scoring core (predict.scoring). A draw whose features equal the measured ones
+therefore gets the stored probabilities bit for bit.
 
 `draw_chunk` takes a chunk of whole sources (detections × draws bounded by the chunk size),
 so the hard and soft votes of every source are taken in every draw, and keeps only aggregates:
@@ -38,11 +38,11 @@ from xpipe.warehouse.connection import connect_memory
 from xpipe.warehouse.contracts import contract, create_table, detection_key
 from xpipe.warehouse.dtypes import polars_schema
 from xpipe.warehouse.seeds import (
-    MeasurementError,
+    ConfidenceLimit,
     aggregated_classes,
     class_names,
+    confidence_limits,
     feature_names,
-    measurement_errors,
     physical_ranges,
 )
 from xpipe.warehouse.sql_models import build, discover_models, load_macros, run_models
@@ -128,7 +128,7 @@ def drawn_features(frame: pl.DataFrame, params: DrawParams) -> tuple[F64, NDArra
     """(n, D, 12) raw features of every draw, and (n, E) whether each error feature of each
     detection was drawn (both limits present; zero-width limits draw the value itself)."""
     features = list(feature_names())
-    errors = measurement_errors()
+    errors = tuple(confidence_limits().values())
     raw = frame.select(features).to_numpy().astype(np.float64)
     keys = frame.select(detection_key()).rows()
     z = mc.standard_normals(keys, params.seed, params.n_draws, len(errors))
@@ -138,9 +138,9 @@ def drawn_features(frame: pl.DataFrame, params: DrawParams) -> tuple[F64, NDArra
     for e, error in enumerate(errors):
         j = features.index(error.feature)
         value = raw[:, j]
-        lower, upper = _limits(frame, error.lower), _limits(frame, error.upper)
+        lower, upper = _limits(frame, error.lolim), _limits(frame, error.hilim)
         low, high = mc.split_normal_sigmas(value, lower, upper,
-                                           mc.sigma_divisor(error.confidence_level))
+                                           mc.sigma_divisor(error.level))
         check_limits(frame, error, low, high)
         drawn[:, e] = mc.has_limits(value, lower, upper)
         values = mc.split_normal(value[:, None], low[:, None], high[:, None], z[:, :, e])
@@ -166,16 +166,16 @@ def _closed_bounds(lo: float | None, hi: float | None, bounds: object
     return lo, hi
 
 
-def check_limits(frame: pl.DataFrame, error: MeasurementError, low: F64, high: F64) -> None:
+def check_limits(frame: pl.DataFrame, error: ConfidenceLimit, low: F64, high: F64) -> None:
     """Limits must bracket the value: name the first detection where they do not."""
     bad = np.flatnonzero((low < 0) | (high < 0))
     if len(bad):
         row = frame.row(int(bad[0]), named=True)
         key = ", ".join(f"{k}={row[k]}" for k in detection_key())
         raise InputError(
-            f"detection ({key}): {error.lower} = {row[error.lower]}, {error.feature} = "
-            f"{row[error.feature]}, {error.upper} = {row[error.upper]}: the confidence limits "
-            f"must satisfy {error.lower} <= {error.feature} <= {error.upper} "
+            f"detection ({key}): {error.lolim} = {row[error.lolim]}, {error.feature} = "
+            f"{row[error.feature]}, {error.hilim} = {row[error.hilim]}: the confidence limits "
+            f"must satisfy {error.lolim} <= {error.feature} <= {error.hilim} "
             f"({len(bad)} detection(s) in this chunk do not)")
 
 
@@ -278,7 +278,7 @@ def detection_frames(frame: pl.DataFrame, scored: ScoredDraws) -> tuple[pl.DataF
     other_counts[np.arange(frame.height), nominal_code] = -1.0
     other = np.argmax(other_counts, axis=1)
     other_fraction = other_counts[np.arange(frame.height), other]
-    errors = measurement_errors()
+    errors = tuple(confidence_limits().values())
     names = np.array([e.feature for e in errors], dtype=object)
 
     def masked(values: F64) -> pl.Series:

@@ -155,6 +155,7 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
     # a physically impossible value is flagged (out_of_range), not excluded as `classify` does
     set_parameters(con, {**selection_variables(model.selection), "exclude_impossible": False})
     build(con, models["model.stg_detections"])
+    build(con, models["model.detection_limits"])  # the usable limits, as `classify` keeps them
     build(con, models["model.detection_features"])
     con.execute("CREATE OR REPLACE TEMP TABLE __in_selection AS "
                 "SELECT det_id FROM model.detection_features")
@@ -169,19 +170,20 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
 
 
 def feature_frame(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Every loaded detection with its raw inputs, confidence limits, 12 features, flags and
-    scaled features."""
+    """Every loaded detection with its raw inputs, usable confidence limits
+    (model.detection_limits), 12 features, flags and scaled features."""
     feats = feature_names()
     raw_inputs = sorted({c for cols in DERIVED.values() for c in cols})
     return con.sql(
         "SELECT r.det_id, r.source_file, r.source_row, "
-        + ", ".join(f"r.{c}" for c in (*KEY, "ra", "dec", "flux_significance_b", *raw_inputs,
-                                       *limit_columns()))
+        + ", ".join(f"r.{c}" for c in (*KEY, "ra", "dec", "flux_significance_b", *raw_inputs))
+        + "".join(f", l.{c}" for c in limit_columns())
         + ", " + ", ".join(f'f."{c}"' for c in feats)
         + ", coalesce(f.is_clean, FALSE) AS is_clean, s.det_id IS NOT NULL AS in_selection, "
         + ", ".join(f'c."{c}" AS "scaled:{c}"' for c in feats)
         + " FROM raw.detections AS r LEFT JOIN model.detection_features AS f USING (det_id) "
           "LEFT JOIN __in_selection AS s USING (det_id) "
+          "LEFT JOIN model.detection_limits AS l USING (det_id) "
           "LEFT JOIN model.scaled_features AS c USING (det_id) ORDER BY r.det_id"
     ).pl()
 

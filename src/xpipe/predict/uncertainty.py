@@ -46,8 +46,8 @@ from xpipe.warehouse.provenance import RunRecorder, recorded_run
 from xpipe.warehouse.seeds import class_names, limit_columns
 from xpipe.warehouse.sql_models import check_written
 
-NEEDED = ["raw.detections", "model.detection_features", "model.gmm_components",
-          "results.detection_class", "results.source_class"]
+NEEDED = ["raw.detections", "model.detection_features", "model.detection_limits",
+          "model.gmm_components", "results.detection_class", "results.source_class"]
 SELECTED = "__uncertainty_detections"
 
 
@@ -56,7 +56,7 @@ def select_detections(con: duckdb.DuckDBPyConnection, per_chunk: int) -> int:
     into chunks of whole sources (a chunk starts a new source once `per_chunk` detections are
     reached); returns the number of chunks."""
     classes = ", ".join(f'd."{c}"' for c in class_names())
-    limits = ", ".join(f"r.{c}" for c in limit_columns())
+    limits = ", ".join(f"l.{c}" for c in limit_columns())
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SELECTED} AS
         WITH sources AS (
@@ -74,6 +74,7 @@ def select_detections(con: duckdb.DuckDBPyConnection, per_chunk: int) -> int:
         JOIN chunks AS c USING (name)
         JOIN model.detection_features AS f USING (det_id)
         JOIN raw.detections AS r USING (det_id)
+        JOIN model.detection_limits AS l USING (det_id)
         WHERE d.pred_class IS NOT NULL
         ORDER BY c.chunk, r.name, r.obsid, d.det_id""")
     return int(scalar(con, f"SELECT coalesce(max(chunk) + 1, 0) FROM {SELECTED}"))
@@ -106,7 +107,8 @@ def run_uncertainty(con: duckdb.DuckDBPyConnection, settings: Settings, params: 
                     ) -> tuple[RunRecorder, dict[str, int]]:
     """Draw every classified detection and store the three results tables, as one
     transaction: an interruption (Ctrl-C, SIGTERM) or a failure leaves the warehouse as it was."""
-    require_tables(con, NEEDED, "run `xpipe classify` first")
+    require_tables(con, NEEDED, "run `xpipe classify` first (again, if the classification "
+                   "predates the confidence limits)")
     classify_run = classify_run_id(con)
     model = stored_model(con)
     check_compatible(model)

@@ -20,6 +20,7 @@ from scipy.special import expit, ndtr
 from xpipe.core.errors import InputError
 from xpipe.simulation.config import default_params_path
 from xpipe.simulation.draws import cdf
+from xpipe.simulation.limits import check_params
 from xpipe.simulation.vocabulary import AGG_CLASS, BANDS, CLASSES, FEATURES, OWN_OTYPE
 
 _STATES = ("nonsym", "sym")  # group g = 2 * class + state: the min/max state of METHOD §2
@@ -91,6 +92,7 @@ class Calibration:
     nulls: dict[str, Any]
     sky: dict[str, Any]
     simbad: dict[str, Any]
+    limits: Mapping[str, Any]  # the confidence limits' model (simulation.limits)
 
 
 def load_calibration(path: Path | None) -> Calibration:
@@ -130,6 +132,7 @@ def build_calibration(params: dict[str, Any], sha256: str) -> Calibration:
         nulls=params["nulls"],
         sky=params["sky"],
         simbad=params["simbad"],
+        limits=check_params(params.get("confidence_limits")),
     )
 
 

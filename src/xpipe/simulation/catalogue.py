@@ -3,6 +3,7 @@ them up."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,16 @@ def simulate_catalogue(
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return summary
+
+
+def current_params_sha256() -> str:
+    """The sha256 of the packaged params file, as a manifest records it."""
+    return hashlib.sha256(default_params_path().read_bytes()).hexdigest()
+
+
+def output_paths(out_dir: Path) -> list[Path]:
+    """What `simulate_catalogue` writes under `out_dir`: the table folders and the manifest."""
+    return [out_dir / name for name in _DICTIONARY_COLUMNS] + [out_dir / "manifest.json"]
 
 
 def _part_folders(out_dir: Path, *, with_outliers: bool) -> dict[str, Path]:

@@ -1,6 +1,6 @@
 """One chunk of the catalogue, stage by stage. Every stage draws from the chunk's generator
-in a fixed order (injected outliers from a side stream of their own), so a chunk depends
-only on the seed, its index and the params file."""
+in a fixed order (injected outliers and the confidence limits from side streams of their own),
+so a chunk depends only on the seed, its index and the params file."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from xpipe.simulation.config import SimulationConfig
 from xpipe.simulation.detections import draw_features
 from xpipe.simulation.draws import chunk_rng
 from xpipe.simulation.features import derive_features, paper_selection
+from xpipe.simulation.limits import draw_limits
 from xpipe.simulation.names import csc_names
 from xpipe.simulation.observations import assign_obsids
 from xpipe.simulation.outliers import inject_outliers, outlier_table
@@ -32,6 +33,7 @@ from xpipe.simulation.sources import Brightness, Sources, draw_brightness, draw_
 from xpipe.simulation.vocabulary import AGG_CLASS, CLASSES, DETECTION_SCHEMA, TRUTH_SCHEMA
 
 _OUTLIER_STREAM = 1  # spawn key of the outliers' side stream: the rest stays unchanged
+_LIMITS_STREAM = 2  # spawn key of the confidence limits' side stream, likewise
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ def generate_chunk(
         eligible = bright.selected & ~matched[sources.src]
         rows, kinds = inject_outliers(orng, cols, eligible, cfg.outlier_fraction)
         outliers = outlier_table(names, sources.src, rows, kinds, obs=obs)
+    lrng = chunk_rng(cfg.seed, chunk, _LIMITS_STREAM)  # after every value they bracket is final
+    cols |= draw_limits(lrng, cols, calibration.limits, calibration.bounds)
     tables = {
         "detections": _detection_table(names, sources.src, cols, obs=obs, ra=ra, dec=dec),
         "simbad": sim.table,

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from xpipe.warehouse.seeds import aggregated_classes, class_names, class_otypes, feature_names
+from xpipe.warehouse.seeds import (
+    aggregated_classes,
+    class_names,
+    class_otypes,
+    confidence_limits,
+    feature_names,
+)
 
 CLASSES: tuple[str, ...] = class_names()
 AGG_CLASS: dict[str, str] = {c: aggregated_classes()[c] for c in CLASSES}
@@ -13,6 +19,8 @@ OWN_OTYPE: dict[str, str] = dict(class_otypes())  # the SIMBAD code a true count
 FEATURES: tuple[str, ...] = feature_names()
 BANDS: tuple[str, ...] = ("b", "h", "m", "s")
 VAR_STATS: tuple[str, ...] = ("prob", "sigma", "mean", "min", "max")
+LIMIT_COLUMNS: tuple[str, ...] = tuple(c for lim in confidence_limits().values()
+                                       for c in (lim.lolim, lim.hilim))
 
 DETECTION_SCHEMA = pa.schema(
     [
@@ -30,6 +38,7 @@ DETECTION_SCHEMA = pa.schema(
         ("bb_kt", pa.float64()),
     ]
     + [(f"var_{stat}_{band}", pa.float64()) for band in BANDS for stat in VAR_STATS]
+    + [(column, pa.float64()) for column in LIMIT_COLUMNS]  # last: they came last
 )
 SIMBAD_SCHEMA = pa.schema(
     [("main_id", pa.string()), ("otype", pa.string()), ("ra", pa.float64()), ("dec", pa.float64())]

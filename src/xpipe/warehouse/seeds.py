@@ -36,12 +36,20 @@ def _feature_rows() -> tuple[Row, ...]:
     return tuple(sorted(seed_rows("features"), key=lambda r: int(r["position"])))
 
 
+def _limit_column_rows() -> tuple[Row, ...]:
+    """Every confidence-limit column: each feature's lower then upper one, in seed order."""
+    return tuple({**r, "column": r[key], "side": side} for r in seed_rows("confidence_limits")
+                 for side, key in (("lower", "lolim_column"), ("upper", "hilim_column")))
+
+
 # What a `{template: NAME}` in a contract or check expands over: one row per column, in order.
 TEMPLATES: dict[str, tuple[str, Callable[[], tuple[Row, ...]]]] = {
     "classes": ("class", _class_rows),
     "agg_classes": ("agg_class", _agg_class_rows),
     "class_groups": ("agg_class", lambda: seed_rows("class_groups")),
     "features": ("feature", _feature_rows),
+    "confidence_limits": ("feature", lambda: seed_rows("confidence_limits")),
+    "confidence_limit_columns": ("column", _limit_column_rows),
 }
 
 
@@ -134,24 +142,25 @@ def physical_ranges() -> dict[str, PhysicalRange]:
 
 
 @dataclass(frozen=True)
-class MeasurementError:
-    """A feature with published confidence limits (sql/seeds/feature_errors.csv)."""
+class ConfidenceLimit:
+    """The published error of one feature (sql/seeds/confidence_limits.csv): the raw.detections
+    columns of its lower and upper confidence limits and the interval's confidence level."""
 
     feature: str
-    lower: str  # raw.detections column of the lower limit
-    upper: str  # and of the upper one
-    confidence_level: float  # two-sided probability between them
+    lolim: str
+    hilim: str
+    level: float
 
 
 @cache
-def measurement_errors() -> tuple[MeasurementError, ...]:
-    """The features drawn by `xpipe uncertainty`, in feature (seed) order."""
-    order = {f: i for i, f in enumerate(feature_names())}
-    rows = sorted(seed_rows("feature_errors"), key=lambda r: order[r["feature"]])
-    return tuple(MeasurementError(r["feature"], r["lower_column"], r["upper_column"],
-                                  float(r["confidence_level"])) for r in rows)
+def confidence_limits() -> dict[str, ConfidenceLimit]:
+    """Feature → its published confidence limits, in seed order (the features without an entry
+    have no published errors)."""
+    return {r["feature"]: ConfidenceLimit(r["feature"], r["lolim_column"], r["hilim_column"],
+                                          float(r["confidence_level"]))
+            for r in seed_rows("confidence_limits")}
 
 
 def limit_columns() -> list[str]:
-    """The raw.detections columns holding confidence limits, in feature order."""
-    return [c for e in measurement_errors() for c in (e.lower, e.upper)]
+    """The raw.detections columns of the confidence limits, each feature's lower then upper."""
+    return [c for limit in confidence_limits().values() for c in (limit.lolim, limit.hilim)]

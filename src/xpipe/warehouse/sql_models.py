@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -39,9 +39,11 @@ from xpipe.warehouse.contracts import (
     sidecars,
 )
 from xpipe.warehouse.seeds import (
+    ConfidenceLimit,
     PhysicalRange,
     aggregated_class_names,
     class_names,
+    confidence_limits,
     feature_names,
     feature_transforms,
     physical_ranges,
@@ -117,6 +119,35 @@ def impossible_values(alias: str = "") -> str:
     return f"nullif(concat_ws(', ', {', '.join(parts)}), '')"
 
 
+def _as_text(column: str) -> str:
+    return f"coalesce(CAST({sql_ident(column)} AS VARCHAR), 'NULL')"
+
+
+def limit_problem(limit: ConfidenceLimit) -> str:
+    """SQL text saying why a detection's confidence limits of one feature cannot be used, e.g.
+    `hard_hm = 0.1 outside its limits [0.2, 0.5]`; NULL when they can or when none are given
+    (the Jinja global `limit_problem(limit)`). Usable: both limits, a value, lolim <= value <=
+    hilim, and both limits inside the feature's range in sql/seeds/physical_ranges.csv."""
+    value, lo, hi = (sql_ident(c) for c in (limit.feature, limit.lolim, limit.hilim))
+    interval = f"'[' || {_as_text(limit.lolim)} || ', ' || {_as_text(limit.hilim)} || ']'"
+    cases = [
+        f"WHEN {lo} IS NULL AND {hi} IS NULL THEN NULL",
+        f"WHEN {value} IS NULL THEN {sql_literal(limit.feature + ' has limits but no value')}",
+        f"WHEN {lo} IS NULL OR {hi} IS NULL THEN "
+        f"{sql_literal(limit.feature + ' has one limit only: ')} || {interval}",
+        f"WHEN NOT ({lo} <= {value} AND {value} <= {hi}) THEN "
+        f"{sql_literal(limit.feature + ' = ')} || {_as_text(limit.feature)} "
+        f"|| ' outside its limits ' || {interval}",
+    ]
+    bounds = physical_ranges().get(limit.feature)
+    if bounds is not None:
+        outside = " OR ".join(outside_range_sql(replace(bounds, column=c))
+                              for c in (limit.lolim, limit.hilim))
+        cases.append(f"WHEN {outside} THEN {sql_literal(limit.feature + ' limits ')} || "
+                     f"{interval} || {sql_literal(' outside ' + bounds.interval())}")
+    return "CASE " + " ".join(cases) + " END"
+
+
 @cache
 def _jinja() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
@@ -125,7 +156,9 @@ def _jinja() -> jinja2.Environment:
     env.globals.update(classes=class_names(), agg_classes=aggregated_class_names(),
                        features=feature_names(), transforms=feature_transforms(),
                        physically_possible=physically_possible,
-                       impossible_values=impossible_values)
+                       impossible_values=impossible_values,
+                       confidence_limits=tuple(confidence_limits().values()),
+                       limit_problem=limit_problem)
     return env
 
 

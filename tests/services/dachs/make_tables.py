@@ -4,7 +4,9 @@ Why: the service tests need a real TAP server holding the five tables of the CSC
 join (METHOD §1) and a SIMBAD `basic` table, filled with rows whose right answer is known (the
 simulator's detection files). A few rows the join must *not* return are added: detections no
 stack links to, stack detections no master source claims, and master sources without any
-detection. Every tenth master-stack association is ambiguous (match_type 'a'). Output is
+detection. Every tenth master-stack association is ambiguous (match_type 'a'). Every
+per-detection column of the simulator goes to observation_source, the confidence limits
+(hard_hm_lolim, ..., bb_kt_hilim) included, as in the CSC's per-observation table. Output is
 deterministic for a given input.
 
 Usage: python make_tables.py SIM_DIR OUT_DIR SCHEMA [SCHEMA ...]
