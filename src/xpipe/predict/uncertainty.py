@@ -52,40 +52,44 @@ SELECTED = "__uncertainty_detections"
 
 
 def select_detections(con: duckdb.DuckDBPyConnection, per_chunk: int) -> int:
-    """A scratch table of every classified detection with what draw_chunk reads, numbered
-    into chunks of whole sources (a chunk starts a new source once `per_chunk` detections are
-    reached); returns the number of chunks."""
-    classes = ", ".join(f'd."{c}"' for c in class_names())
-    limits = ", ".join(f"l.{c}" for c in limit_columns())
+    """A scratch table numbering every classified detection's chunk of whole sources (a chunk
+    starts a new source once `per_chunk` detections are reached); returns the number of
+    chunks. Only (det_id, name, chunk): each chunk's columns are read when it is drawn, so
+    memory does not grow with the classified detections."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SELECTED} AS
-        WITH sources AS (
-            SELECT name, count(*) AS n FROM results.detection_class
-            WHERE pred_class IS NOT NULL GROUP BY name
+        WITH detections AS (
+            SELECT det_id, name FROM results.detection_class WHERE pred_class IS NOT NULL
+        ),
+        sources AS (
+            SELECT name, count(*) AS n FROM detections GROUP BY name
         ),
         chunks AS (
             SELECT name, (sum(n) OVER (ORDER BY name ROWS UNBOUNDED PRECEDING) - n)
                 // {int(per_chunk)} AS chunk
             FROM sources
         )
-        SELECT c.chunk, d.det_id, r.name, r.obsid, r.obi, r.region_id,
-               {feature_select('f.')}, {limits}, {classes}, d.pred_class
-        FROM results.detection_class AS d
-        JOIN chunks AS c USING (name)
-        JOIN model.detection_features AS f USING (det_id)
-        JOIN raw.detections AS r USING (det_id)
-        JOIN model.detection_limits AS l USING (det_id)
-        WHERE d.pred_class IS NOT NULL
-        ORDER BY c.chunk, r.name, r.obsid, d.det_id""")
+        SELECT d.det_id, d.name, c.chunk FROM detections AS d JOIN chunks AS c USING (name)""")
     return int(scalar(con, f"SELECT coalesce(max(chunk) + 1, 0) FROM {SELECTED}"))
 
 
 def chunk_frames(con: duckdb.DuckDBPyConnection, n_chunks: int
                  ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """(detections, their sources' stored votes) of each chunk, in draw_chunk's order."""
+    """(detections, their sources' stored votes) of each chunk, in draw_chunk's order: the
+    detection key, the 12 features, the usable limits, the stored probabilities."""
+    classes = ", ".join(f'd."{c}"' for c in class_names())
+    limits = ", ".join(f"l.{c}" for c in limit_columns())
     for chunk in range(n_chunks):
-        frame = con.sql(f"SELECT * EXCLUDE (chunk) FROM {SELECTED} WHERE chunk = ? "
-                        "ORDER BY name, obsid, det_id", params=[chunk]).pl()
+        frame = con.sql(f"""
+            SELECT d.det_id, r.name, r.obsid, r.obi, r.region_id, {feature_select('f.')},
+                   {limits}, {classes}, d.pred_class
+            FROM {SELECTED} AS s
+            JOIN results.detection_class AS d USING (det_id)
+            JOIN model.detection_features AS f USING (det_id)
+            JOIN raw.detections AS r USING (det_id)
+            JOIN model.detection_limits AS l USING (det_id)
+            WHERE s.chunk = ?
+            ORDER BY r.name, r.obsid, d.det_id""", params=[chunk]).pl()
         sources = con.sql(
             "SELECT name, hard_class, soft_class, is_unique, master_class "
             f"FROM results.source_class WHERE name IN (SELECT name FROM {SELECTED} "
