@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from factories import detections_frame, simbad_frame
+from factories import detections_frame, simbad_frame, with_limits
 
 
 def snapshot(path: Path) -> dict[str, list]:
@@ -54,9 +54,12 @@ def test_wrong_type_in_parquet(tmp_path: Path, cli, loaded, warehouse_path: Path
     assert snapshot(warehouse_path) == loaded
 
 
-def csv_with_cell(path: Path, column: str, *, row: int, text: str) -> Path:
-    """Valid detections written as CSV, with the 0-based `row`'s `column` replaced by `text`."""
-    frame = detections_frame().with_columns(pl.col(column).cast(pl.Utf8))
+def csv_with_cell(path: Path, column: str, *, row: int, text: str,
+                  frame: pl.DataFrame | None = None) -> Path:
+    """Valid detections (`frame`, default the factory's) written as CSV, with the 0-based
+    `row`'s `column` replaced by `text`."""
+    frame = (detections_frame() if frame is None else frame).with_columns(
+        pl.col(column).cast(pl.Utf8))
     frame.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(text))
                        .otherwise(pl.col(column)).alias(column)).write_csv(path)
     return path
@@ -67,6 +70,17 @@ def test_wrong_type_in_csv_names_the_row(tmp_path: Path, cli, loaded, warehouse_
     bad = csv_with_cell(tmp_path / "bad.csv", "bb_kt", row=6, text="hot")
     message = load_fails(cli, bad)
     assert f"{bad}, row 7, column 'bb_kt': expected DOUBLE, found 'hot'" in message
+    assert snapshot(warehouse_path) == loaded
+
+
+def test_a_confidence_limit_is_typed_like_any_column(tmp_path: Path, cli, loaded,
+                                                      warehouse_path: Path) -> None:
+    """The optional limit columns, when a file has them, are validated like the others: text
+    in one stops the load, naming the row and column, and nothing changes."""
+    bad = csv_with_cell(tmp_path / "bad.csv", "powlaw_gamma_hilim", row=3, text="wide",
+                        frame=with_limits(detections_frame()))
+    message = load_fails(cli, bad)
+    assert f"{bad}, row 4, column 'powlaw_gamma_hilim': expected DOUBLE, found 'wide'" in message
     assert snapshot(warehouse_path) == loaded
 
 

@@ -144,6 +144,24 @@ def test_missing_params_file_is_a_clear_error(tmp_path: Path) -> None:
         simulate_catalogue(cfg, tmp_path / "c")
 
 
+def test_params_without_confidence_limits_are_a_clear_error(tmp_path: Path) -> None:
+    """A params file written before the simulator drew confidence limits, or one without the
+    width of a feature, stops before any output with what is missing."""
+    from xpipe.core.errors import InputError
+
+    old = {k: v for k, v in PARAMS.items() if k != "confidence_limits"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(InputError, match=r"no confidence_limits section.*calibrate_simulator"):
+        simulate_catalogue(SimulationConfig(10, params_path=tmp_path / "old.json"),
+                           tmp_path / "c")
+    partial = {**PARAMS, "confidence_limits": {**PARAMS["confidence_limits"], "k": {}}}
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    with pytest.raises(InputError, match="no k for hard_hm, hard_hs, hard_ms, powlaw_gamma"):
+        simulate_catalogue(SimulationConfig(10, params_path=tmp_path / "partial.json"),
+                           tmp_path / "d")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
 def test_exact_counts_for_two_chunk_sizes_and_progress(tmp_path: Path) -> None:
     n = 25_000
     for chunk, n_parts in ((4_000, 7), (25_000, 1)):
