@@ -32,13 +32,15 @@ from xpipe.core.config import Settings
 from xpipe.core.errors import InputError
 from xpipe.core.progress import progress_bar
 from xpipe.method import montecarlo as mc
+from xpipe.models import store
 from xpipe.models.frozen import FrozenModel
 from xpipe.predict.scoring import feature_select, score_array
 from xpipe.warehouse.connection import connect_memory
-from xpipe.warehouse.contracts import contract, create_table, detection_key
+from xpipe.warehouse.contracts import contract, detection_key
 from xpipe.warehouse.dtypes import polars_schema
 from xpipe.warehouse.seeds import (
     ConfidenceLimit,
+    PhysicalRange,
     aggregated_classes,
     class_names,
     confidence_limits,
@@ -95,12 +97,7 @@ class DrawScaler:
         self.con = connect_memory(settings)
         load_macros(self.con)
         run_models(self.con, layers=["seeds"])
-        create_table(self.con, "model.preprocessing_params", replace=True)
-        scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
-            run_id=pl.lit(model.run_id))
-        self.con.register("__scaling", scaling.to_arrow())
-        self.con.execute("INSERT INTO model.preprocessing_params BY NAME SELECT * FROM __scaling")
-        self.con.unregister("__scaling")
+        store.restore_scaling(self.con, model)
         self.model = discover_models()["model.scaled_features"]
 
     def scale(self, raw: F64) -> F64:
@@ -146,7 +143,7 @@ def drawn_features(frame: pl.DataFrame, params: DrawParams) -> tuple[F64, NDArra
         values = mc.split_normal(value[:, None], low[:, None], high[:, None], z[:, :, e])
         bounds = ranges.get(error.feature)
         draws[:, :, j] = values if bounds is None else mc.clip_to_range(
-            values, value[:, None], *_closed_bounds(bounds.min, bounds.max, bounds))
+            values, value[:, None], *closed_bounds(bounds))
     return draws, drawn
 
 
@@ -156,12 +153,13 @@ def _limits(frame: pl.DataFrame, column: str) -> F64:
     return frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
-def _closed_bounds(lo: float | None, hi: float | None, bounds: object
-                   ) -> tuple[float | None, float | None]:
-    """An open bound (min_inclusive false) moves to the nearest double inside the range."""
-    if lo is not None and not getattr(bounds, "min_inclusive", True):
+def closed_bounds(bounds: PhysicalRange) -> tuple[float | None, float | None]:
+    """A physical range as the closed interval draws are clipped to: an open bound moves to
+    the nearest double inside it."""
+    lo, hi = bounds.min, bounds.max
+    if lo is not None and not bounds.min_inclusive:
         lo = float(np.nextafter(lo, np.inf))
-    if hi is not None and not getattr(bounds, "max_inclusive", True):
+    if hi is not None and not bounds.max_inclusive:
         hi = float(np.nextafter(hi, -np.inf))
     return lo, hi
 

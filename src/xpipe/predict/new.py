@@ -36,14 +36,14 @@ from xpipe.ingest.files import (
     open_arrow,
     open_input,
 )
+from xpipe.models import store
 from xpipe.models.frozen import FrozenModel, selection_variables
 from xpipe.predict.draws import DrawResult
 from xpipe.predict.scoring import score_chunk, vote_in_memory
-from xpipe.warehouse.connection import connect_memory, insert_frame, staging_name, swap_in
+from xpipe.warehouse.connection import connect_memory, staging_name, swap_in
 from xpipe.warehouse.contracts import (
     SchemaError,
     contract,
-    create_table,
     detection_key,
     load_schema,
 )
@@ -162,10 +162,7 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
     set_parameters(con, selection_variables({"min_flux_significance_b": None,
                                              "require_spectral_fits": False}))
     build(con, models["model.detection_features"])  # every detection, to say why it fails
-    scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
-        run_id=pl.lit(model.run_id))
-    create_table(con, "model.preprocessing_params", replace=True)
-    insert_frame(con, "model.preprocessing_params", scaling)
+    store.restore_scaling(con, model)
     build(con, models["model.scaled_features"])
 
 
