@@ -104,6 +104,18 @@ def main() -> None:
                              f"{f['rows_per_s']:,.0f} | {gib(f['peak_rss_bytes'])} | "
                              f"{f['bytes'] / 1e6:,.0f} |")
         lines.append("")
+    drawn = results.get("uncertainty")
+    if drawn:
+        single = drawn["single_pass"]
+        steps = ", ".join(f"{k} {v:.2f} s" for k, v in single["chunk_step_seconds"].items())
+        lines += [f"## Uncertainty ({drawn['draws']:,} draws of {drawn['classified_detections']:,}"
+                  " classified detections)", "",
+                  "| seconds | draws/s | single pass rows/s | ratio | peak RSS |",
+                  "|---|---|---|---|---|",
+                  f"| {drawn['seconds']:.0f} | {drawn['draws_per_s']:,.0f} | "
+                  f"{drawn['single_pass_rows_per_s']:,.0f} | "
+                  f"{drawn['draw_rate_vs_single_pass']:.2f} | {gib(drawn['peak_rss_bytes'])} |",
+                  "", f"One chunk of {single['chunk_draw_rows']:,} draw rows: {steps}.", ""]
     (RESULTS / "SUMMARY.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

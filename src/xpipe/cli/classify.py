@@ -138,23 +138,34 @@ def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write every column per detection (.parquet, or CSV otherwise).")
 @click.option("--max-rows", type=int, default=20, show_default=True, help="Rows printed.")
+@click.option("--draws", "n_draws", type=click.IntRange(min=1), default=None,
+              help="Also draw every classified detection this many times from its published "
+                   "errors (as `xpipe uncertainty`): intervals per class in --out, class "
+                   "stability per source.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the draws' random streams (with --draws).")
 @click.pass_context
 def classify_new(ctx: click.Context, file: Path, *, model_ref: str | None, append: bool,
-                 out: Path | None, max_rows: int) -> None:
+                 out: Path | None, max_rows: int, n_draws: int | None, seed: int) -> None:
     """Classify the detections in FILE (VOTable, CSV, Parquet) with a frozen model."""
     from xpipe.predict.classify_new import append as append_results
     from xpipe.predict.classify_new import (
         display_frames,
+        output_frame,
         resolve_model,
         summary_lines,
         write_output_file,
     )
     from xpipe.predict.new import predict
+    from xpipe.predict.uncertainty import DrawParams, predict_with_draws
 
     settings = settings_from(ctx)
     model = resolve_model(settings, model_ref)
     start = time.perf_counter()
-    prediction = predict(model, [file], settings)
+    if n_draws is None:
+        prediction = predict(model, [file], settings)
+    else:
+        prediction = predict_with_draws(model, [file], DrawParams(n_draws, seed), settings)
     seconds = time.perf_counter() - start
     detections, sources = display_frames(prediction)
     print_frame(detections, max_rows)
@@ -166,13 +177,14 @@ def classify_new(ctx: click.Context, file: Path, *, model_ref: str | None, appen
     click.echo(f"classified in {seconds:.1f} s "
                f"({prediction.detections.height / max(seconds, 1e-9):,.0f} detections/s)")
     if out is not None:
-        write_output_file(prediction.detections, out)
+        write_output_file(output_frame(prediction), out)
         click.echo(f"wrote {out}")
     if append:
         with connect(settings, create=True) as con:
             counts = append_results(con, prediction, model, str(file))
         click.echo(f"appended to {settings.warehouse}: {counts['new']:,} new, "
-                   f"{counts['already_stored']:,} already stored (replaced)")
+                   f"{counts['already_stored']:,} already stored (replaced)"
+                   + ("; the draws are not stored (they are in --out)" if n_draws else ""))
 
 
 @click.command()

@@ -22,7 +22,7 @@ from xpipe.cli.classify import anomalies, classify, classify_new, export, summar
 from xpipe.cli.load import crossmatch, simulate, warehouse
 from xpipe.cli.models import models
 from xpipe.cli.query import dag, sql
-from xpipe.cli.science import bic, explain, report, stability, validate
+from xpipe.cli.science import bic, explain, report, stability, uncertainty, validate
 from xpipe.core.config import Settings
 from xpipe.core.errors import ResourceError, Terminated, XpipeError
 
@@ -109,7 +109,8 @@ def main(ctx: click.Context, warehouse: Path | None) -> None:
 
 
 for _command in (simulate, warehouse, crossmatch, classify, summary, vote, export, sql, bic,
-                 validate, stability, report, explain, dag, models, classify_new, anomalies):
+                 validate, stability, uncertainty, report, explain, dag, models, classify_new,
+                 anomalies):
     main.add_command(_command)
 
 

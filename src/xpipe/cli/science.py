@@ -106,6 +106,34 @@ def stability(ctx: click.Context, *, seeds: str, ks: str, control: bool,
 
 
 @click.command()
+@click.option("--draws", "n_draws", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Monte Carlo draws per detection.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the random streams (one per detection, keyed by its detection key).")
+@click.option("--skip-if-current", is_flag=True,
+              help="Do nothing if the stored draws are for the stored classification, with "
+                   "these --draws and --seed.")
+@click.pass_context
+def uncertainty(ctx: click.Context, *, n_draws: int, seed: int, skip_if_current: bool) -> None:
+    """Draw every classified detection from its published errors: intervals and class stability."""
+    from xpipe.predict.uncertainty import DrawParams, run_uncertainty, summary_text
+    from xpipe.science.common import uncertainty_is_current
+
+    settings = settings_from(ctx)
+    params = DrawParams(n_draws=n_draws, seed=seed)
+    with connect(settings) as con:
+        if skip_if_current and uncertainty_is_current(con, params.recorded()):
+            click.echo("results.source_class_stability is current for the stored "
+                       "classification, draws and seed: skipping `xpipe uncertainty`")
+            return
+        run, _counts = run_uncertainty(con, settings, params)
+        click.echo(summary_text(con))
+    click.echo(f"stored in results.detection_class_uncertainty, results.detection_class_intervals"
+               f" and results.source_class_stability (run {run.run_id}, "
+               f"{sum(run.timings.values()):.1f} s)")
+
+
+@click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("report.html"),
               show_default=True)
 @click.pass_context

@@ -178,3 +178,12 @@ def load(con: duckdb.DuckDBPyConnection, ref: str | None = None) -> FrozenModel:
 
 def _json(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def restore_scaling(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
+    """model.preprocessing_params as the version stored it, so that the warehouse's own
+    model.scaled_features scales other detections (new ones, Monte Carlo draws) with it."""
+    scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
+        run_id=pl.lit(model.run_id))
+    create_table(con, "model.preprocessing_params", replace=True)
+    insert_frame(con, "model.preprocessing_params", scaling)

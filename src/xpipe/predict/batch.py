@@ -37,7 +37,7 @@ from xpipe.warehouse.connection import (
     transaction,
 )
 from xpipe.warehouse.contracts import create_table
-from xpipe.warehouse.provenance import RunRecorder, recorded_run
+from xpipe.warehouse.provenance import RunRecorder, recorded_run, stored_classify_run
 from xpipe.warehouse.seeds import class_names, feature_names
 from xpipe.warehouse.sql_models import (
     check_written,
@@ -191,6 +191,12 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             "references", "targets", "excluded", "classified", "unclassifiable", "sources",
             "uniquely_classified", "ambiguous"]
     return dict(zip(keys, (int(v) for v in one), strict=True))
+
+
+def classify_run_id(con: duckdb.DuckDBPyConnection) -> str:
+    """The run that fitted the stored clustering: what every analysis of it is computed for
+    (its frozen model version has the same id)."""
+    return str(stored_classify_run(con))
 
 
 def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: ClassifyParams

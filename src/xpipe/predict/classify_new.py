@@ -72,14 +72,36 @@ def summary_lines(prediction: Prediction, max_reasons: int = 8) -> list[str]:
     return lines
 
 
+def output_frame(prediction: Prediction) -> pl.DataFrame:
+    """What --out writes: every column per detection and, with draws, the per-detection
+    uncertainty columns and per-class intervals (DrawResult.wide; NULL where not drawn)."""
+    if prediction.uncertainty is None:
+        return prediction.detections
+    wide = prediction.uncertainty.wide()
+    ids = pl.Series("det_id", range(1, prediction.detections.height + 1), dtype=pl.Int64)
+    return pl.concat([prediction.detections, ids.to_frame().join(
+        wide, on="det_id", how="left", maintain_order="left").drop("det_id")],
+        how="horizontal")
+
+
 def display_frames(prediction: Prediction) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The compact per-detection and per-source tables printed by the command."""
+    """The compact per-detection and per-source tables printed by the command (with draws:
+    the share of draws keeping each detection's class, and each source's class stability)."""
     classes = list(class_names())
     det = prediction.detections.select(
         pl.col("source_row").alias("row"), "name", "obsid", "cluster", "pred_class",
         pl.max_horizontal(classes).round(3).alias("p_pred"), "anomaly_p",
         pl.coalesce("reason", "out_of_range").alias("note"))
-    return det, prediction.sources
+    sources = prediction.sources
+    if prediction.uncertainty is not None:
+        drawn = output_frame(prediction).select(
+            pl.col("pred_agreement").round(3).alias("p_keep"),
+            pl.col("uncertainty_flag").alias("errors"))
+        det = pl.concat([det, drawn], how="horizontal")
+        sources = sources.join(prediction.uncertainty.sources.select(
+            "name", pl.col("class_stability").round(3).alias("stability"),
+            pl.col("flag").alias("errors")), on="name", how="left", maintain_order="left")
+    return det, sources
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -36,13 +36,14 @@ from xpipe.ingest.files import (
     open_arrow,
     open_input,
 )
+from xpipe.models import store
 from xpipe.models.frozen import FrozenModel, selection_variables
+from xpipe.predict.draws import DrawResult
 from xpipe.predict.scoring import score_chunk, vote_in_memory
-from xpipe.warehouse.connection import connect_memory, insert_frame, staging_name, swap_in
+from xpipe.warehouse.connection import connect_memory, staging_name, swap_in
 from xpipe.warehouse.contracts import (
     SchemaError,
     contract,
-    create_table,
     detection_key,
     load_schema,
 )
@@ -51,6 +52,7 @@ from xpipe.warehouse.seeds import (
     PhysicalRange,
     class_names,
     feature_names,
+    limit_columns,
     physical_ranges,
 )
 from xpipe.warehouse.sql_models import (
@@ -75,11 +77,13 @@ VOTE_COLUMNS = ("hard_class", "soft_class", "master_class", "agg_master_class")
 
 @dataclass(frozen=True)
 class Prediction:
-    """One row per input detection (input order) and one row per source with its votes."""
+    """One row per input detection (input order) and one row per source with its votes; with
+    draws, the Monte Carlo results of the classified detections and their sources."""
 
     detections: pl.DataFrame
     sources: pl.DataFrame
     model_version: str
+    uncertainty: DrawResult | None = None  # with draws (predict.uncertainty.predict_with_draws)
 
 
 def output_columns() -> dict[str, str]:
@@ -151,31 +155,32 @@ def scale_features(con: duckdb.DuckDBPyConnection, model: FrozenModel) -> None:
     # a physically impossible value is flagged (out_of_range), not excluded as `classify` does
     set_parameters(con, {**selection_variables(model.selection), "exclude_impossible": False})
     build(con, models["model.stg_detections"])
+    build(con, models["model.detection_limits"])  # the usable limits, as `classify` keeps them
     build(con, models["model.detection_features"])
     con.execute("CREATE OR REPLACE TEMP TABLE __in_selection AS "
                 "SELECT det_id FROM model.detection_features")
     set_parameters(con, selection_variables({"min_flux_significance_b": None,
                                              "require_spectral_fits": False}))
     build(con, models["model.detection_features"])  # every detection, to say why it fails
-    scaling = pl.DataFrame([vars(s) for s in model.scaling]).with_columns(
-        run_id=pl.lit(model.run_id))
-    create_table(con, "model.preprocessing_params", replace=True)
-    insert_frame(con, "model.preprocessing_params", scaling)
+    store.restore_scaling(con, model)
     build(con, models["model.scaled_features"])
 
 
 def feature_frame(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Every loaded detection with its raw inputs, 12 features, flags and scaled features."""
+    """Every loaded detection with its raw inputs, usable confidence limits
+    (model.detection_limits), 12 features, flags and scaled features."""
     feats = feature_names()
     raw_inputs = sorted({c for cols in DERIVED.values() for c in cols})
     return con.sql(
         "SELECT r.det_id, r.source_file, r.source_row, "
         + ", ".join(f"r.{c}" for c in (*KEY, "ra", "dec", "flux_significance_b", *raw_inputs))
+        + "".join(f", l.{c}" for c in limit_columns())
         + ", " + ", ".join(f'f."{c}"' for c in feats)
         + ", coalesce(f.is_clean, FALSE) AS is_clean, s.det_id IS NOT NULL AS in_selection, "
         + ", ".join(f'c."{c}" AS "scaled:{c}"' for c in feats)
         + " FROM raw.detections AS r LEFT JOIN model.detection_features AS f USING (det_id) "
           "LEFT JOIN __in_selection AS s USING (det_id) "
+          "LEFT JOIN model.detection_limits AS l USING (det_id) "
           "LEFT JOIN model.scaled_features AS c USING (det_id) ORDER BY r.det_id"
     ).pl()
 
@@ -282,11 +287,11 @@ def source_votes(detections: pl.DataFrame, settings: Settings | None = None) -> 
         "agg_master_class").sort(["detection_count", "name"], descending=[True, False])
 
 
-def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | None = None
-            ) -> Prediction:
-    """Classify the detections of `inputs` with `model` (see the module docstring)."""
+def scored_frame(model: FrozenModel, inputs: Sequence[Input], settings: Settings
+                 ) -> pl.DataFrame:
+    """Every input detection (det_id = input order) with its raw inputs, confidence limits,
+    features, flags, reason and scores."""
     check_compatible(model)
-    settings = settings or Settings()
     con = connect_memory(settings)
     try:
         load_detections(con, inputs)
@@ -294,9 +299,20 @@ def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | No
         frame = feature_frame(con)
         frame = frame.with_columns(reason=feature_reasons(frame, model),
                                    out_of_range=range_flags(frame, model))
-        frame = with_scores(frame, model, settings.chunk_rows)
+        return with_scores(frame, model, settings.chunk_rows)
     finally:
         con.close()
+
+
+def predict(model: FrozenModel, inputs: Sequence[Input], settings: Settings | None = None
+            ) -> Prediction:
+    """Classify the detections of `inputs` with `model` (see the module docstring)."""
+    settings = settings or Settings()
+    return prediction(scored_frame(model, inputs, settings), model, settings)
+
+
+def prediction(frame: pl.DataFrame, model: FrozenModel, settings: Settings) -> Prediction:
+    """The Prediction of a scored_frame: output columns, and the votes of its sources."""
     sources = source_votes(frame, settings)
     votes = sources.select("name", *VOTE_COLUMNS)
     detections = frame.join(votes, on="name", how="left", maintain_order="left").with_columns(

@@ -206,6 +206,14 @@ def score_chunk(frame: pl.DataFrame, *, kernel: MahalanobisSoftmin,
                      how="horizontal")
 
 
+def score_array(x: F64, *, kernel: MahalanobisSoftmin, mixture: MixtureParams
+                ) -> tuple[NDArray[np.int64], F64]:
+    """Clusters and class probabilities of scaled feature rows without a frame around them
+    (the Monte Carlo draws): the steps of score_chunk, row by row the same numbers."""
+    clusters = assign_clusters(x, mixture)
+    return clusters, softmin(kernel.distances(x, clusters), kernel.n_jobs)
+
+
 def create_detection_class(con: duckdb.DuckDBPyConnection) -> None:
     """results.detection_class, empty (its contract: sql/classify/detection_class.yml)."""
     create_table(con, "results.detection_class", replace=True)

@@ -11,14 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xpipe.predict import scoring
-from xpipe.predict.batch import ClassifyParams
+from xpipe.predict.batch import ClassifyParams, classify_run_id
 from xpipe.warehouse.connection import (
     WarehouseError,
     first_row,
     require_tables,
     table_exists,
 )
-from xpipe.warehouse.provenance import stored_classify_run
 
 F64 = NDArray[np.float64]
 
@@ -30,11 +29,6 @@ def require_classified(con: duckdb.DuckDBPyConnection) -> None:
     """Stop with the command to run when the warehouse holds no classification yet."""
     require_tables(con, ["raw.detections"], "load a catalogue first with `xpipe warehouse`")
     require_tables(con, CLASSIFIED_TABLES, "run `xpipe classify` first")
-
-
-def classify_run_id(con: duckdb.DuckDBPyConnection) -> str:
-    """The run that fitted the stored clustering: what every science output is computed for."""
-    return str(stored_classify_run(con))
 
 
 def classify_params(con: duckdb.DuckDBPyConnection) -> ClassifyParams:
@@ -65,3 +59,17 @@ def stored_run_id(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
 def is_current(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """True when `table` exists and was computed for the classification stored now."""
     return stored_run_id(con, table) == classify_run_id(con)
+
+
+def uncertainty_is_current(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -> bool:
+    """True when the stored uncertainty results are for the stored classification and were
+    drawn with `params` (draws, seed)."""
+    table = "results.source_class_stability"
+    if not is_current(con, table):
+        return False
+    row = first_row(con, f"SELECT r.params FROM meta.runs AS r WHERE r.run_id = "
+                         f"(SELECT any_value(run_id) FROM {table})")
+    if row is None:
+        return False
+    stored = json.loads(row[0]) if isinstance(row[0], str) else dict(row[0])
+    return all(stored.get(k) == v for k, v in params.items())

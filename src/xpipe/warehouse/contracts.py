@@ -27,7 +27,8 @@ from xpipe.warehouse.seeds import template_key, template_rows
 
 NUMERIC_TYPES = {"DOUBLE", "FLOAT", "INTEGER", "SMALLINT", "BIGINT", "TINYINT"}
 # The folders of sql/ that hold sidecars, in build order.
-LAYERS = ("seeds", "staging", "features", "labels", "classify", "votes", "validation")
+LAYERS = ("seeds", "staging", "features", "labels", "classify", "votes", "validation",
+          "uncertainty")
 
 
 class SchemaError(InputError):

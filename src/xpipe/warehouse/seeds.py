@@ -159,3 +159,8 @@ def confidence_limits() -> dict[str, ConfidenceLimit]:
     return {r["feature"]: ConfidenceLimit(r["feature"], r["lolim_column"], r["hilim_column"],
                                           float(r["confidence_level"]))
             for r in seed_rows("confidence_limits")}
+
+
+def limit_columns() -> list[str]:
+    """The raw.detections columns of the confidence limits, each feature's lower then upper."""
+    return [c for limit in confidence_limits().values() for c in (limit.lolim, limit.hilim)]
