@@ -117,14 +117,17 @@ def vote(ctx: click.Context, detections: Path, out_dir: Path, fmt: str) -> None:
               help=EXPORT_FORMAT_HELP)
 @click.pass_context
 def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
-    """Write detection_level_classification, uniquely_classified and ambiguous_classification."""
+    """Write detection_level_classification, uniquely_classified and ambiguous_classification
+    (and source_class_stability, detection_class_intervals after `xpipe uncertainty`)."""
     from xpipe.predict.export import export_results
 
     settings = settings_from(ctx)
     with connect(settings, read_only=True) as con:
-        written = export_results(con, out_dir, fmt, chunk_rows=settings.chunk_rows)
-    for name, path in written.items():
+        result = export_results(con, out_dir, fmt, chunk_rows=settings.chunk_rows)
+    for name, path in result.written.items():
         click.echo(f"{name}: {path}")
+    if result.skipped:
+        click.echo(f"uncertainty files not written: {result.skipped}")
 
 
 @click.command("classify-new")

@@ -3,6 +3,11 @@
 Each table goes through the one file writer (`warehouse.file_formats`): CSV and Parquet stream
 from DuckDB (COPY), VOTable and FITS chunk by chunk, and every format but CSV carries the
 provenance of the stored classification in its metadata.
+
+Beside the published layout, which is never changed, the results of `xpipe uncertainty` go in
+files of their own (source_class_stability, detection_class_intervals) when they are current
+for the stored classification; when absent or stale they are not written, and the caller is
+told why (ExportResult.skipped).
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
 
+from xpipe.predict.uncertainty import uncertainty_state
 from xpipe.warehouse.connection import require_tables
 from xpipe.warehouse.file_formats import FILE_SUFFIXES, checked_format, write_result
 from xpipe.warehouse.provenance import FileProvenance, file_provenance
@@ -22,6 +28,7 @@ from xpipe.warehouse.seeds import class_names
 
 DETECTION_LEVEL = "detection_level_classification"
 SOURCE_VIEWS = ("uniquely_classified", "ambiguous_classification")
+UNCERTAINTY_FILES = ("source_class_stability", "detection_class_intervals")
 
 
 def detection_level_query() -> str:
@@ -36,6 +43,28 @@ def published_queries() -> dict[str, str]:
     """Each published table's name and the query that gives it."""
     return {DETECTION_LEVEL: detection_level_query(),
             **{view: f"SELECT * FROM results.{view}" for view in SOURCE_VIEWS}}
+
+
+def uncertainty_queries() -> dict[str, str]:
+    """The uncertainty files: per source its class stability; per classified detection and
+    class its probability with the 68 % and 95 % intervals, its agreement and flag (the runs
+    are named once, in the source file: run_id, classify_run_id)."""
+    return {
+        "source_class_stability": "SELECT * FROM results.source_class_stability ORDER BY name",
+        "detection_class_intervals": (
+            "SELECT i.name, u.obsid, i.det_id, i.class, u.pred_class, i.probability, "
+            "i.mean_probability, i.lo68, i.hi68, i.lo95, i.hi95, i.pred_fraction, "
+            "u.pred_agreement, u.flag, u.n_draws "
+            "FROM results.detection_class_intervals AS i "
+            "JOIN results.detection_class_uncertainty AS u USING (det_id) "
+            "JOIN model.classes AS c USING (class) "
+            "ORDER BY i.name, u.obsid, i.det_id, c.class_order")}
+
+
+@dataclass
+class ExportResult:
+    written: dict[str, Path] = field(default_factory=dict)
+    skipped: str = ""  # why the uncertainty files were not written ('' when they were)
 
 
 def _write_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: Path,
@@ -53,22 +82,29 @@ def _write_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: P
 
 def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "csv", *,
                    provenance: FileProvenance | None = None, chunk_rows: int = 100_000
-                   ) -> dict[str, Path]:
-    """The three published tables as `out_dir/<table>.<csv|parquet|vot|fits>`; `provenance`
-    defaults to the stored classification's."""
+                   ) -> ExportResult:
+    """The three published tables as `out_dir/<table>.<csv|parquet|vot|fits>`, and the
+    uncertainty files beside them when current; `provenance` defaults to the stored
+    classification's."""
     fmt = checked_format(fmt)
     require_tables(con, ["results.detection_class", "results.uniquely_classified",
                          "results.ambiguous_classification"],
                    "run `xpipe classify` first")
     provenance = provenance or file_provenance(con)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, query in published_queries().items():
+    result = ExportResult()
+    state = uncertainty_state(con)
+    queries = published_queries()
+    if state.current:
+        queries |= uncertainty_queries()
+    else:
+        result.skipped = state.message()
+    for name, query in queries.items():
         target = out_dir / f"{name}{FILE_SUFFIXES[fmt]}"
         if fmt == "csv" and name == DETECTION_LEVEL:
             _write_csv_unnamed_index(con, query, target, provenance)
         else:
             write_result(con, con.sql(query), target, fmt, replace(provenance, query=query),
                          chunk_rows=chunk_rows)
-        written[name] = target
-    return written
+        result.written[name] = target
+    return result

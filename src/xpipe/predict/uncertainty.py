@@ -10,8 +10,10 @@ classify` makes them stale, as it does the other analyses of a classification.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import duckdb
 import polars as pl
@@ -35,10 +37,12 @@ from xpipe.predict.new import Input, Prediction, check_compatible, prediction, s
 from xpipe.predict.scoring import feature_select
 from xpipe.warehouse.connection import (
     cleaned_up,
+    first_row,
     insert_frame,
     only_row,
     require_tables,
     scalar,
+    table_exists,
     transaction,
 )
 from xpipe.warehouse.contracts import create_table
@@ -157,6 +161,50 @@ def stored_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     keys = ["detections", "detections_without_errors", "sources", "sources_without_errors",
             "sources_stable_90"]
     return dict(zip(keys, (int(v) for v in one), strict=True))
+
+
+@dataclass(frozen=True)
+class UncertaintyState:
+    """Whether the stored uncertainty results can be shown for the stored classification."""
+
+    status: Literal["absent", "stale", "current"]
+    run_id: str | None = None  # the uncertainty run
+    computed_for: str | None = None  # the classification it was computed for
+    n_draws: int | None = None
+    seed: int | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.status == "current"
+
+    def message(self) -> str:
+        """What a reader should do, in words ('' when the results are current)."""
+        if self.status == "absent":
+            return ("no uncertainty results in this warehouse: run `xpipe uncertainty` to draw "
+                    "the measurement errors (intervals and class stability)")
+        if self.status == "stale":
+            return (f"stale: the uncertainty results (run {self.run_id}) were computed for an "
+                    f"earlier classification ({self.computed_for}); `xpipe classify` ran since. "
+                    "Rerun `xpipe uncertainty`")
+        return ""
+
+
+def uncertainty_state(con: duckdb.DuckDBPyConnection) -> UncertaintyState:
+    """Absent (a table missing), stale (computed for another classification) or current."""
+    if not all(table_exists(con, table) for table in TABLES):
+        return UncertaintyState("absent")
+    row = first_row(con, f"SELECT any_value(run_id), any_value(classify_run_id), "
+                         f"any_value(n_draws) FROM {TABLES[2]}")
+    if row is None or row[0] is None:
+        return UncertaintyState("absent")
+    params = first_row(con, "SELECT params FROM meta.runs WHERE run_id = ?", [row[0]])
+    stored = {} if params is None else (json.loads(params[0]) if isinstance(params[0], str)
+                                        else dict(params[0]))
+    seed = stored.get("seed")
+    status: Literal["stale", "current"] = ("current" if row[1] == classify_run_id(con)
+                                           else "stale")
+    return UncertaintyState(status, str(row[0]), str(row[1]), int(row[2]),
+                            None if seed is None else int(seed))
 
 
 def summary_text(con: duckdb.DuckDBPyConnection) -> str:

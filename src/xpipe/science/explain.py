@@ -6,11 +6,16 @@ votes of results.source_class — so the explanation is exactly what the catalog
 number computed here is the 95 % band of each mean: a Student-t interval, mean ± t(0.975, n−1)
 · s / √n with s the sample standard deviation over the n detections (none for one detection),
 clipped to [0, 1].
+
+When `xpipe uncertainty` ran for the stored classification, the measurement errors are shown
+too: each detection's 68 % and 95 % intervals over the draws (results.detection_class_intervals)
+and the source's class stability (results.source_class_stability). Otherwise the text says how
+to get them, or that they are stale.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -19,6 +24,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from xpipe.core.errors import InputError
+from xpipe.predict.draws import NO_ERRORS
+from xpipe.predict.uncertainty import UncertaintyState, uncertainty_state
 from xpipe.science.common import require_classified
 from xpipe.science.figures import explain_figure
 from xpipe.warehouse.connection import scalar
@@ -45,6 +52,11 @@ class Explanation:
     source: dict[str, object]  # the results.source_class row
     detections: pl.DataFrame  # results.detection_class rows of the source
     summary: pl.DataFrame  # class, agg_class, mean, std, band_low, band_high
+    uncertainty: UncertaintyState = field(default_factory=lambda: UncertaintyState("absent"))
+    # when current: results.detection_class_intervals of the source's detections (det_id, class,
+    # probability, lo68, hi68, lo95, hi95) and results.detection_class_uncertainty joined in
+    intervals: pl.DataFrame | None = None
+    stability: dict[str, object] | None = None  # the results.source_class_stability row
 
     def title(self) -> str:
         votes = (f"master class {self.source['master_class']} "
@@ -82,13 +94,82 @@ class Explanation:
                    f"{self.source['master_class']} ({self.source['agg_master_class']})"
                    if self.source["is_unique"]
                    else "votes differ: listed in results.ambiguous_classification")]
-        return "\n".join(lines)
+        return "\n".join([*lines, "", *self.uncertainty_lines()])
+
+    def uncertainty_lines(self) -> list[str]:
+        """The measurement errors: per detection the predicted class's intervals, then the
+        source's class stability; or why they are not shown."""
+        state = self.uncertainty
+        if not state.current or self.intervals is None or self.stability is None:
+            return ["measurement errors: " + state.message()]
+        lines = [f"measurement errors ({state.n_draws:,} draws, seed {state.seed}; "
+                 "the predicted class's probability, 68 % and 95 % intervals over the draws):",
+                 f"  {'obsid':>7} {'predicted':<10} {'prob':>6} {'68 %':>15} {'95 %':>15} "
+                 f"{'keeps':>6}  other class"]
+        for row in self.intervals.filter(pl.col("class") == pl.col("pred_class")).sort(
+                "obsid", "det_id").iter_rows(named=True):
+            if row["flag"] == NO_ERRORS:
+                lines.append(f"  {row['obsid']:>7} {row['pred_class']:<10} "
+                             f"{row['probability']:>6.3f}  no published errors: not drawn")
+                continue
+            other = ("—" if row["other_class"] is None
+                     else f"{row['other_class']} {row['other_fraction']:.1%}")
+            lines.append(f"  {row['obsid']:>7} {row['pred_class']:<10} {row['probability']:>6.3f}"
+                         f" {interval(row['lo68'], row['hi68']):>15}"
+                         f" {interval(row['lo95'], row['hi95']):>15}"
+                         f" {percent(row['pred_agreement']):>6}  {other}"
+                         + (f"  ({row['flag']})" if row["flag"] else ""))
+        return [*lines, stability_line(self.stability)]
+
+    def stability_text(self) -> str:
+        """One line for the figure: the class stability, or why there is none."""
+        if not self.uncertainty.current or self.stability is None:
+            return self.uncertainty.message()
+        return stability_line(self.stability)
 
     def figure(self) -> Figure:
         return explain_figure(self.detections, self.summary, classes=class_names(),
                               agg_of=aggregated_classes(), title=self.title(),
                               votes={"hard": str(self.source["hard_class"]),
-                                     "soft": str(self.source["soft_class"])})
+                                     "soft": str(self.source["soft_class"])},
+                              intervals=self.intervals, note=self.stability_text())
+
+
+def percent(value: object) -> str:
+    return "—" if value is None else f"{float(value):.1%}"  # type: ignore[arg-type]
+
+
+def interval(low: object, high: object) -> str:
+    return "—" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def stability_line(row: dict[str, object]) -> str:
+    """The source's class stability in words; NULL is 'no published errors', never 1."""
+    if row["class_stability"] is None:
+        return (f"class stability: none — no detection of the source has published errors "
+                f"(flag '{row['flag']}'), so nothing was drawn")
+    other = ("every draw keeps it" if row["other_outcome"] is None
+             else f"most frequent other outcome: {row['other_outcome']} "
+                  f"({percent(row['other_fraction'])})")
+    return (f"class stability: {row['outcome']} holds in {percent(row['class_stability'])} of "
+            f"the draws (aggregated class {percent(row['agg_class_stability'])}; hard vote "
+            f"{percent(row['hard_stability'])}, soft vote {percent(row['soft_stability'])}); "
+            f"{other}" + (f"; flag '{row['flag']}'" if row["flag"] else ""))
+
+
+def uncertainty_rows(con: duckdb.DuckDBPyConnection, name: str
+                     ) -> tuple[pl.DataFrame, dict[str, object] | None]:
+    """The source's per-detection intervals (with each detection's agreement and flag) and its
+    stability row, from the stored uncertainty tables."""
+    intervals = con.sql(
+        "SELECT i.det_id, u.obsid, i.class, u.pred_class, i.probability, i.mean_probability, "
+        "i.lo68, i.hi68, i.lo95, i.hi95, u.pred_agreement, u.other_class, u.other_fraction, "
+        "u.flag FROM results.detection_class_intervals AS i "
+        "JOIN results.detection_class_uncertainty AS u USING (det_id) "
+        "WHERE i.name = $name ORDER BY u.obsid, i.det_id, i.class", params={"name": name}).pl()
+    stability = con.sql("SELECT * FROM results.source_class_stability WHERE name = $name",
+                        params={"name": name}).pl()
+    return intervals, (stability.row(0, named=True) if stability.height else None)
 
 
 def why_not_classified(con: duckdb.DuckDBPyConnection, name: str) -> str:
@@ -136,4 +217,9 @@ def explain_source(con: duckdb.DuckDBPyConnection, name: str) -> Explanation:
                           summary["std_probability"].to_numpy(), n)
     summary = summary.with_columns(band_low=pl.Series(low, nan_to_null=True),
                                    band_high=pl.Series(high, nan_to_null=True))
-    return Explanation(name, source.row(0, named=True), detections, summary)
+    state = uncertainty_state(con)
+    if not state.current:
+        return Explanation(name, source.row(0, named=True), detections, summary, state)
+    intervals, stability = uncertainty_rows(con, name)
+    return Explanation(name, source.row(0, named=True), detections, summary, state, intervals,
+                       stability)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 from collections.abc import Sequence
 from typing import Literal, cast
 
@@ -252,11 +253,14 @@ def stability_figure(table: pl.DataFrame) -> Figure:
 
 def explain_figure(detections: pl.DataFrame, summary: pl.DataFrame, *, classes: Sequence[str],
                    agg_of: dict[str, str], title: str,
-                   votes: dict[str, str] | None = None) -> Figure:
+                   votes: dict[str, str] | None = None,
+                   intervals: pl.DataFrame | None = None, note: str = "") -> Figure:
     """Each detection's probability per class (dots), the mean with its 95 % band (bars), the
     classes coloured by aggregated class; `votes` ({"hard": class, "soft": class}) are written
-    above their classes."""
-    fig = new_figure(8.0, 4.6)
+    above their classes. With `intervals` (det_id, class, lo68, hi68, lo95, hi95: the draws of
+    `xpipe uncertainty`) each dot gets its 95 % (thin) and 68 % (thick) interval; `note` (the
+    class stability, or why it is missing) is written under the title."""
+    fig = new_figure(8.0, 4.9 if note else 4.6)
     ax = fig.subplots()
     pos = np.arange(len(classes))
     colours = [AGG_COLOURS.get(agg_of[c], "#777777") for c in classes]
@@ -269,10 +273,15 @@ def explain_figure(detections: pl.DataFrame, summary: pl.DataFrame, *, classes: 
         ax.errorbar(pos[has_band], means[has_band], yerr=[low[has_band], high[has_band]],
                     fmt="none", ecolor="black", capsize=4, lw=1.2, label="95 % band of the mean")
     rng = np.random.default_rng(0)
+    labelled = False
     for k, name in enumerate(classes):
-        values = detections[name].drop_nulls().to_numpy()
-        jitter = rng.uniform(-0.18, 0.18, len(values))
-        ax.scatter(pos[k] + jitter, values, s=14, color="black", alpha=0.6, zorder=3,
+        shown = detections.select("det_id", name).drop_nulls()
+        x = pos[k] + rng.uniform(-0.18, 0.18, shown.height)
+        if intervals is not None:
+            labelled |= _detection_intervals(ax, x, shown,
+                                             intervals.filter(pl.col("class") == name),
+                                             label=not labelled)
+        ax.scatter(x, shown[name].to_numpy(), s=14, color="black", alpha=0.6, zorder=3,
                    label="one detection" if k == 0 else None)
     by_class: dict[str, list[str]] = {}
     for vote, name in (votes or {}).items():
@@ -283,7 +292,69 @@ def explain_figure(detections: pl.DataFrame, summary: pl.DataFrame, *, classes: 
     ax.set_xticks(pos, list(classes), rotation=30, ha="right")
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("class probability")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title + (f"\n{textwrap.fill(note, 110)}" if note else ""), fontsize=9)
     fig.legend(fontsize=8, loc="outside lower center", ncols=3, frameon=False)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _detection_intervals(ax: Axes, x: np.ndarray, shown: pl.DataFrame, intervals: pl.DataFrame,
+                         *, label: bool) -> bool:
+    """Each shown detection's 95 % and 68 % intervals over the draws, at its dot's x; True
+    when any was drawn."""
+    rows = shown.select("det_id").with_row_index("i").join(
+        intervals.select("det_id", "lo68", "hi68", "lo95", "hi95").drop_nulls(), on="det_id")
+    if rows.is_empty():
+        return False
+    at = x[rows["i"].to_numpy()]
+    ax.vlines(at, rows["lo95"].to_numpy(), rows["hi95"].to_numpy(), color="#444444", lw=0.8,
+              zorder=2, label="95 % of the draws" if label else None)
+    ax.vlines(at, rows["lo68"].to_numpy(), rows["hi68"].to_numpy(), color="#c0392b", lw=2.4,
+              zorder=2, label="68 % of the draws" if label else None)
+    return True
+
+
+# --- class stability under measurement errors (xpipe uncertainty) ----------------------------
+
+def class_stability_figure(by_count: pl.DataFrame, sources: pl.DataFrame) -> Figure:
+    """Class stability against the number of detections (median and quartiles per bin; the
+    share ≥ 0.9 on a second axis) and against the source's highest flux significance (each
+    source, and the median in logarithmic bins)."""
+    fig = new_figure(10.0, 4.2)
+    left, right = fig.subplots(1, 2)
+    x = np.arange(by_count.height)
+    median = by_count["median"].fill_null(np.nan).to_numpy()
+    low = median - by_count["q25"].fill_null(np.nan).to_numpy()
+    high = by_count["q75"].fill_null(np.nan).to_numpy() - median
+    left.errorbar(x, median, yerr=[low, high], fmt="o", color="#1f3b5a", capsize=4,
+                  label="median (quartiles)")
+    left.bar(x, by_count["share_stable"].fill_null(np.nan).to_numpy(), color="#55a868",
+             alpha=0.4, width=0.6, label="share ≥ 0.9")
+    left.set_xticks(x, [f"{d}\n({n:,})" for d, n in zip(by_count["detections"],
+                                                         by_count["with_errors"], strict=True)])
+    left.set_xlabel("classified detections of the source (sources with errors)")
+    left.set_ylabel("class stability")
+    left.set_ylim(0, 1.02)
+    left.legend(fontsize=8, loc="lower right")
+    significance = sources["flux_significance"].to_numpy()
+    stability = sources["class_stability"].to_numpy()
+    keep = np.isfinite(significance) & (significance > 0)
+    right.scatter(significance[keep], stability[keep], s=3, alpha=0.15, color="#777777",
+                  label="one source")
+    if keep.sum() > 10:
+        edges = np.unique(np.quantile(significance[keep], np.linspace(0, 1, 11)))
+        which = np.clip(np.searchsorted(edges, significance[keep], side="right") - 1, 0,
+                        len(edges) - 2)
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        medians = [np.median(stability[keep][which == i]) if (which == i).any() else np.nan
+                   for i in range(len(edges) - 1)]
+        right.plot(centres, medians, "o-", color="#c0392b", label="median per decile")
+    right.set_xscale("log")
+    right.set_xlabel("highest broad-band flux significance of its detections")
+    right.set_ylim(0, 1.02)
+    right.legend(fontsize=8, loc="lower right")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("class stability under the measurement errors (share of draws keeping the "
+                 "stored outcome)")
     return fig
