@@ -77,14 +77,15 @@ demo: $(STAMP)
 	$(MAKE) --no-print-directory warehouse CATALOG=sim
 	$(MAKE) --no-print-directory classify
 
-## the HTML report of the stored run (after `make demo`): runs `xpipe bic`, `validate` and
-## `stability` first unless their results are current, then writes $(REPORT)
+## the HTML report of the stored run (after `make demo`): runs `xpipe bic`, `validate`,
+## `stability` and `uncertainty` first unless their results are current, then writes $(REPORT)
 REPORT     ?= report.html
 .PHONY: report
 report: $(STAMP)
 	$(XPIPE) bic --skip-if-current
 	$(XPIPE) validate --skip-if-current
 	$(XPIPE) stability --skip-if-current
+	$(XPIPE) uncertainty --skip-if-current
 	$(XPIPE) report --out $(REPORT)
 
 test: $(STAMP)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 FIGURES = ["fig-stages", "fig-bic", "fig-sky-clusters", "fig-sky-classes", "fig-hardness",
            "fig-variability", "fig-confusion-classes", "fig-confusion-aggregated",
-           "fig-confusion-groups", "fig-stability"]
+           "fig-confusion-groups", "fig-stability", "fig-class-stability"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -35,7 +35,7 @@ def full_report(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     runner = CliRunner()
     for args in (["bic", "--kmin", "2", "--kmax", "4", "--seeds", "1", "--jobs", "1"],
                  ["validate"], ["stability", "--seeds", "43", "--k", "5", "--no-control"],
-                 ["report", "--out", str(out)]):
+                 ["uncertainty", "--draws", "20"], ["report", "--out", str(out)]):
         result = runner.invoke(main, ["--warehouse", str(warehouse), *args],
                                catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -51,10 +51,10 @@ def figure_pngs(page: str) -> dict[str, bytes]:
 def test_report_before_the_analyses_says_what_is_missing(warehouse, cli, tmp_path) -> None:
     out = tmp_path / "early.html"
     result = cli("--warehouse", str(warehouse), "report", "--out", str(out))
-    assert "3 section(s) not computed yet" in result.output
+    assert "4 section(s) not computed yet" in result.output
     page = out.read_text()
-    assert page.count("Not computed yet:</strong>") == 3
-    for command in ("xpipe bic", "xpipe validate", "xpipe stability"):
+    assert page.count("Not computed yet:</strong>") == 4
+    for command in ("xpipe bic", "xpipe validate", "xpipe stability", "xpipe uncertainty"):
         assert f"<code>{command}</code>" in page
     pngs = figure_pngs(page)
     assert set(pngs) == {"fig-stages", "fig-sky-clusters", "fig-sky-classes", "fig-hardness",
@@ -74,21 +74,47 @@ def test_report_is_complete_and_self_contained(full_report: Path) -> None:
     assert "<script" not in page
     # Table 3: a row per cluster with its SIMBAD types; the run metadata lists every command
     assert page.count("<td>") > 100 and "ten most common SIMBAD types" in page
-    for command in ("warehouse", "classify", "bic", "validate", "stability"):
+    for command in ("warehouse", "classify", "bic", "validate", "stability", "uncertainty"):
         assert f"<td>{command}</td>" in page
+
+
+def test_report_uncertainty_section_shows_the_stored_stability(warehouse, full_report) -> None:
+    """Each stored outcome's row: its sources and the share of them stable in ≥ 90 % of the
+    draws, as computed here from results.source_class_stability (NULL counted apart)."""
+    section = full_report.read_text().split('<section id="uncertainty">')[1].split("</section>")[0]
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = con.sql("SELECT outcome, count(*), count(*) FILTER (WHERE class_stability IS NULL), "
+                   "avg((class_stability >= 0.9)::INT) FROM results.source_class_stability "
+                   "GROUP BY outcome").fetchall()
+    con.close()
+    assert "20 times" in section and 'id="fig-class-stability"' in section
+    for outcome, sources, no_errors, share in rows:
+        cells = "".join(f"<td>{v}</td>" for v in (f"{sources:,}", f"{no_errors:,}"))
+        shown = "—" if share is None else f"{100 * share:.1f} %"
+        pattern = (rf"<tr><td>{re.escape(outcome)}</td><td>[^<]*</td>{re.escape(cells)}"
+                   rf"<td>[^<]*</td><td>{re.escape(shown)}</td>")
+        assert re.search(pattern, section), outcome
 
 
 def test_report_marks_stale_analyses(warehouse, full_report, cli) -> None:
     from xpipe.science.common import classify_run_id
-    from xpipe.science.report import stability_section, validation_section
+    from xpipe.science.report import (
+        stability_section,
+        uncertainty_section,
+        validation_section,
+    )
 
     con = duckdb.connect(str(warehouse))
+    assert "Stale" not in uncertainty_section(con).body
     con.execute("UPDATE results.stability SET classify_run_id = 'an-older-run'")
+    con.execute("UPDATE results.source_class_stability SET classify_run_id = 'an-older-run'")
     current = classify_run_id(con)
     stale = stability_section(con, current).body
     fresh = validation_section(con, current).body
+    stale_uncertainty = uncertainty_section(con).body
     con.close()
     assert "<strong>Stale:</strong>" in stale and "an-older-run" in stale
+    assert "<strong>Stale:</strong>" in stale_uncertainty and "an-older-run" in stale_uncertainty
     assert "Stale" not in fresh
     args = ["--warehouse", str(warehouse), "stability", "--seeds", "43", "--k", "6",
             "--no-control", "--skip-if-current"]  # one refit: K = 6 is the stored K

@@ -3,8 +3,8 @@ stored in the warehouse.
 
 Figures are embedded as base64 PNG, styles inline: the file opens from disk with no network.
 The report only reads the warehouse. Analyses that were not run yet (`xpipe bic`, `validate`,
-`stability`) get a section that says so and names the command; analyses computed for an
-earlier classification are shown with a warning that they are stale.
+`stability`, `uncertainty`) get a section that says so and names the command; analyses computed
+for an earlier classification are shown with a warning that they are stale.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 
 from xpipe import __version__
 from xpipe.predict.batch import stage_counts
-from xpipe.science import figures
+from xpipe.predict.uncertainty import uncertainty_state
+from xpipe.science import class_stability, figures
 from xpipe.science.common import classify_params, classify_run_id, require_classified
 from xpipe.warehouse.connection import table_exists
 from xpipe.warehouse.seeds import aggregated_class_names, class_names
@@ -33,7 +34,7 @@ AGG_ORDER = aggregated_class_names()
 PAPER_GROUP_RECALL = {"young stars": 0.88, "large accretors": 0.75, "small accretors": 0.66}
 PAPER_KAPPA = 0.94
 SECTION_LABELS = ("metadata", "stages", "bic", "clusters", "sky maps", "density maps",
-                  "validation", "stability")
+                  "validation", "stability", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,49 @@ def stability_section(con: duckdb.DuckDBPyConnection, current: str) -> Section:
     return Section("stability", title, body)
 
 
+def uncertainty_section(con: duckdb.DuckDBPyConnection) -> Section:
+    title = "Class stability under measurement errors"
+    state = uncertainty_state(con)
+    if state.status == "absent":
+        return Section("uncertainty", title, missing_html(
+            "the class stability under the catalogue's measurement errors", "xpipe uncertainty"))
+    body = (stale_html("xpipe uncertainty", state.computed_for) if not state.current else "")
+    shares = class_stability.stable_share(con)
+    by_count = class_stability.by_detection_count(con)
+    no_errors = int(shares["no_published_errors"].sum())
+    body += (f"<p>Every classified detection drawn {state.n_draws:,} times (seed {state.seed}) "
+             "from the catalogue's confidence limits and classified as a new detection; a "
+             "source's <em>class stability</em> is the share of the draws whose vote gives its "
+             "stored outcome (its master class, or 'ambiguous'). "
+             f"{no_errors:,} source(s) have no published errors: their stability is undefined "
+             "(NULL), not counted below as stable or unstable. See docs/uncertainty.md.</p>")
+    body += figure_html("fig-class-stability",
+                        figures.class_stability_figure(by_count, class_stability.per_source(con)),
+                        "Class stability against the number of classified detections of the "
+                        "source (left: median and quartiles; bars: share ≥ 0.9) and against the "
+                        "highest broad-band flux significance of its detections (right: each "
+                        "source, and the median per decile).",
+                        "class stability against detection count and flux significance")
+    body += ("<h3>Sources whose class holds in ≥ 90 % of the draws</h3>"
+             + table_html(shares, {"outcome": "stored outcome", "agg_class": "aggregated",
+                                   "sources": "sources",
+                                   "no_published_errors": "no published errors",
+                                   "median_stability": "median stability",
+                                   "share_stable": "class holds ≥ 90 %",
+                                   "share_agg_stable": "aggregated class holds ≥ 90 %"},
+                          formats={"share_stable": percent, "share_agg_stable": percent},
+                          css="narrow"))
+    body += ("<h3>Against the number of detections</h3>"
+             + table_html(by_count, {"detections": "detections", "sources": "sources",
+                                     "with_errors": "with errors", "q25": "25 %",
+                                     "median": "median", "q75": "75 %",
+                                     "share_stable": "class holds ≥ 90 %",
+                                     "share_agg_stable": "aggregated class holds ≥ 90 %"},
+                          formats={"share_stable": percent, "share_agg_stable": percent},
+                          css="narrow"))
+    return Section("uncertainty", title, body)
+
+
 # --- page -------------------------------------------------------------------------------------
 
 STYLE = """
@@ -416,6 +460,7 @@ def build_report(con: duckdb.DuckDBPyConnection, warehouse: str,
         lambda: density_section(con),
         lambda: validation_section(con, current),
         lambda: stability_section(con, current),
+        lambda: uncertainty_section(con),
     ]
     sections = []
     for label, build in zip(SECTION_LABELS, builders, strict=True):
