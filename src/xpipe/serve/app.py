@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import dash
@@ -21,7 +20,7 @@ from dash import Input, Output, dcc, html
 from xpipe.core.errors import NotFoundError, XpipeError
 from xpipe.serve import ui
 from xpipe.serve.context import PageContext
-from xpipe.serve.pages import PAGES
+from xpipe.serve.pages import PAGES, nav_pages
 from xpipe.serve.reader import WarehouseReader
 from xpipe.serve.routing import parse_query, resolve
 from xpipe.serve.settings import ServeSettings
@@ -53,15 +52,10 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
     return app
 
 
-def nav_pages(ctx: PageContext) -> list[ModuleType]:
-    """The pages in the nav bar: the SQL page only where it is allowed."""
-    return [page for page in PAGES if ctx.settings.allow_sql or page.PATH != "/sql"]
-
-
 def shell(ctx: PageContext) -> html.Div:
     links = [dcc.Link("xpipe", href="/", className="xp-brand")]
     links += [dcc.Link(page.TITLE, href=page.PATH, id=f"nav-{page.__name__.rsplit('.', 1)[-1]}")
-              for page in nav_pages(ctx)]
+              for page in nav_pages(ctx.settings)]
     return html.Div([
         dcc.Location(id="url", refresh=False),
         html.Nav(links, className="xp-nav"),

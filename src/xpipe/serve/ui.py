@@ -85,7 +85,8 @@ def data_table(frame: pl.DataFrame, id: str, *, link_names: bool = False,
         for record in records:
             record["name"] = f"[{record['name']}]({source_href(str(record['name']))})"
     return DataTable(
-        id=id, columns=cast(Any, columns), data=cast(Any, records), page_size=page_size, sort_action="native",
+        id=id, columns=cast(Any, columns), data=cast(Any, records), page_size=page_size,
+        sort_action="native",
         markdown_options={"link_target": "_self"},
         style_table={"overflowX": "auto"},
         style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "0.85em",
