@@ -39,6 +39,12 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
                     external_scripts=[], external_stylesheets=[])
     app.scripts.config.serve_locally = True
     app.css.config.serve_locally = True
+    # Dash's debug tools off, explicitly: no error overlay with tracebacks in the browser, no
+    # hot reload, and no version check (it would fetch from plotly's server).
+    app.enable_dev_tools(debug=False, dev_tools_ui=False, dev_tools_props_check=False,
+                         dev_tools_serve_dev_bundles=False, dev_tools_hot_reload=False,
+                         dev_tools_silence_routes_logging=True,
+                         dev_tools_disable_version_check=True, dev_tools_prune_errors=True)
     app.index_string = app.index_string.replace(
         "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>")
     app.layout = shell(ctx)

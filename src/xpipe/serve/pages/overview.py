@@ -84,7 +84,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
                   config={"displaylogo": False}),
         ui.data_table(pl.DataFrame(facts.classes, orient="row",
                                    schema=["aggregated class", "master class", "sources"]),
-                      id="overview-class-table", page_size=20),
+                      id="overview-class-table"),
         *anomaly_section(facts.anomalies),
     ])
 

@@ -44,8 +44,8 @@ class Search:
         if self.name is not None:
             return "?" + urlencode({"name": self.name})
         if self.cone is not None:
-            return "?" + urlencode({"ra": f"{self.cone.ra:g}", "dec": f"{self.cone.dec:g}",
-                                    "r": f"{self.cone.radius_arcsec:g}"})
+            return "?" + urlencode({"ra": f"{self.cone.ra:.12g}", "dec": f"{self.cone.dec:.12g}",
+                                    "r": f"{self.cone.radius_arcsec:.12g}"})
         return ""
 
 
@@ -146,12 +146,12 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
             html.Button("find by name", id="search-by-name")], className="xp-form"),
         html.Div([
             html.Label(["ra (deg)", dcc.Input(id="search-ra", type="text",
-                                              value=f"{cone.ra:g}" if cone else "")]),
+                                              value=f"{cone.ra:.12g}" if cone else "")]),
             html.Label(["dec (deg)", dcc.Input(id="search-dec", type="text",
-                                               value=f"{cone.dec:g}" if cone else "")]),
+                                               value=f"{cone.dec:.12g}" if cone else "")]),
             html.Label(["radius (arcsec)", dcc.Input(
                 id="search-radius", type="text",
-                value=f"{cone.radius_arcsec:g}" if cone else "10")]),
+                value=f"{cone.radius_arcsec:.12g}" if cone else "10")]),
             html.Button("find in cone", id="search-by-cone")], className="xp-form"),
         html.Div(id="search-message"),
         html.Div(results(ctx, search), id="search-results"),

@@ -62,7 +62,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         html.H2("Detections"),
         html.P("Each classified detection: its cluster, its probability per class and the "
                "class predicted for it (the most probable)."),
-        ui.data_table(explanation.detections, id="source-detections", page_size=100),
+        ui.data_table(explanation.detections, id="source-detections"),
         html.H2("Elsewhere"),
         html.Ul(links(explanation, counterpart, release), id="source-links"),
         html.P(f"The ADQL that fetches this source's rows from {release.release} "

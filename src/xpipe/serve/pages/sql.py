@@ -136,7 +136,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
                   html.Button("download CSV", id="sql-download-csv"),
                   html.Button("download Parquet", id="sql-download-parquet")],
                  className="xp-form"),
-        dcc.Loading(html.Div(id="sql-result")),
+        html.Div(id="sql-result"),
         dcc.Download(id="sql-download"),
     ])
 
