@@ -200,6 +200,9 @@ def test_sql_time_limit_and_download(live_server) -> None:
     import base64
     import io
 
+    from astropy.io.votable import parse
+    from astropy.table import Table
+
     from xpipe.core.errors import UserQueryError
     from xpipe.serve.context import PageContext
     from xpipe.serve.pages import sql
@@ -213,8 +216,22 @@ def test_sql_time_limit_and_download(live_server) -> None:
     shown = sql.run_query(ctx, text)[0]
     expected = live_server.query(text)
     assert shown.total == expected.height and shown.frame.equals(expected.head(5))
-    for fmt, read in (("csv", pl.read_csv), ("parquet", pl.read_parquet)):
+    for fmt, suffix in (("csv", "csv"), ("parquet", "parquet"), ("votable", "vot"),
+                        ("fits", "fits")):
         sent = sql.download(ctx, text, fmt)
-        assert sent["filename"] == f"xpipe-query.{fmt}"
-        got = read(io.BytesIO(base64.b64decode(sent["content"])))
-        assert got.equals(expected), fmt
+        assert sent["filename"] == f"xpipe-query.{suffix}"
+        data = io.BytesIO(base64.b64decode(sent["content"]))
+        if fmt == "csv":
+            got = pl.read_csv(data)
+        elif fmt == "parquet":
+            got = pl.read_parquet(data)
+        else:  # the query is in the format's own metadata
+            if fmt == "votable":
+                infos = {i.name: i.value for i in parse(data).resources[0].infos}
+                assert infos["xpipe_query"] == text
+                data.seek(0)
+            table = Table.read(data, format=fmt)
+            if fmt == "fits":
+                assert table.meta["XPQUERY"] == text
+            got = pl.DataFrame({c: table[c].tolist() for c in table.colnames})
+        assert got.select(expected.columns).equals(expected), fmt
