@@ -131,6 +131,11 @@ def test_search_by_cone(live_server, browser, known) -> None:
     rows = table_rows(browser, "search-table")
     assert rows[0]["name"] == source["name"] and float(rows[0]["separation_arcsec"]) < 1e-3
     assert all(float(r["separation_arcsec"]) <= 30 for r in rows)
+    assert "ra=" in browser.current_url
+    browser.refresh()  # the search is a link: loading it shows the same, and no message
+    wait_for(browser, "#search-table a", text=source["name"])
+    assert table_rows(browser, "search-table") == rows
+    assert not browser.find_elements(By.ID, "search-error")
     assert_no_console_errors(browser)
 
 

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import polars as pl
 from dash import dcc, html
+from dash.development.base_component import Component
 
 ERROR_ID = "app-error"  # the shell's message box for failures of any callback
 
@@ -22,6 +23,11 @@ body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
 .xp-message { padding: .6em .9em; margin: .6em 0; border-radius: 4px; }
 .xp-error { background: #fdecea; border: 1px solid #e0a39b; }
 .xp-note { background: #eef3f8; border: 1px solid #b7c7d8; }
+.xp-columns { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.3fr);
+              gap: 0 2em; align-items: start; }
+.xp-columns h2:first-child { margin-top: .3em; }
+h1 { margin: .3em 0 .2em; font-size: 1.6em; }
+h2 { font-size: 1.15em; margin: 1em 0 .3em; }
 .xp-facts td { padding: .15em .8em .15em 0; vertical-align: top; }
 .xp-form { display: flex; gap: .6em; align-items: end; flex-wrap: wrap; margin: .5em 0; }
 .xp-form label { display: flex; flex-direction: column; font-size: .85em; }
@@ -33,6 +39,11 @@ code, pre { background: #f4f4f4; }
                              white-space: nowrap; }
 pre { padding: .6em; white-space: pre-wrap; }
 """
+
+
+def columns(left: list[Component], right: list[Component]) -> html.Div:
+    """Two columns side by side (the right one wider, for a figure)."""
+    return html.Div([html.Div(left), html.Div(right)], className="xp-columns")
 
 
 def message(text: str, *, error: bool = True, id: str | None = None) -> html.Div:

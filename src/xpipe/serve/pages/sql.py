@@ -129,7 +129,7 @@ def validate(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> None
 def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Component:
     if not ctx.settings.allow_sql:
         return html.Div([html.H1("SQL"), ui.message(OFF, error=False, id="sql-off")])
-    limits = (f"Read-only: only statements that read run (as `xpipe sql`). The table shows "
+    limits = (f"Read-only: only statements that read run, as with xpipe sql. The table shows "
               f"the first {ctx.settings.sql_max_rows:,} rows; a query is stopped after "
               f"{ctx.settings.sql_time_limit_s:g} s; the download holds the whole result.")
     return html.Div([
