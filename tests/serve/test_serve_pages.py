@@ -91,8 +91,10 @@ def test_search_by_name_then_open_the_source(live_server, browser, known) -> Non
     assert (f"{prefix_count:,} source" in count if prefix_count <= 200
             else "there are more" in count)
     screenshot(browser, "search")
+    browser.execute_script("window.xpMarker = 'same page'")
     link.click()
     wait_for(browser, "#source-detections")
+    assert browser.execute_script("return window.xpMarker") == "same page"  # no reload
     check_source_page(browser, known)
     screenshot(browser, "source")
     assert_no_console_errors(browser)

@@ -73,3 +73,17 @@ def test_name_prefix_is_literal(ctx, live_server) -> None:
     assert all(n.upper().startswith(name[:9].upper()) for n in found["name"])
     assert find(ctx, Search(name="2CXO_J"))[0].is_empty()  # '_' is no wildcard
     assert find(ctx, Search(name="%"))[0].is_empty()
+
+
+def test_source_adql_is_the_pull_query_for_one_name() -> None:
+    """The source page's ADQL is the pull's query (same columns, tables and joins) with the
+    page's box replaced by the source's name, quoted as ADQL quotes."""
+    from xpipe.ingest.pull import contract_names, one_source_query
+    from xpipe.services.csc import CSC_RELEASES, Box, detections_query
+
+    config = CSC_RELEASES["csc21"]
+    adql = one_source_query(config, "2CXO J0'1")
+    pull = detections_query(config.schema, Box(-90.0, 90.0), contract_names())
+    head = pull[:pull.index(" AND m.dec >=")]
+    assert adql == head + " AND m.name = '2CXO J0''1'"
+    assert "csc21.master_source" in adql

@@ -46,7 +46,8 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
                          dev_tools_silence_routes_logging=True,
                          dev_tools_disable_version_check=True, dev_tools_prune_errors=True)
     app.index_string = app.index_string.replace(
-        "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>")
+        "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>").replace(
+        "{%scripts%}", "{%scripts%}<script>" + ui.NAVIGATE + "</script>")
     app.layout = shell(ctx)
     _register_router(app, ctx)
     for page in PAGES:

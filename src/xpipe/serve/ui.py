@@ -13,6 +13,21 @@ from dash.development.base_component import Component
 
 ERROR_ID = "app-error"  # the shell's message box for failures of any callback
 
+# Links inside the HTML tables navigate within the app as dcc.Link does (history.pushState and
+# the event dcc.Location listens for), without reloading Dash and plotly.js; a modified click
+# (new tab) stays a plain link.
+NAVIGATE = """
+document.addEventListener('click', function (event) {
+  const link = event.target.closest('a[data-xp-link]');
+  if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey
+      || event.altKey) { return; }
+  event.preventDefault();
+  window.history.pushState({}, '', link.getAttribute('href'));
+  window.dispatchEvent(new CustomEvent('_dashprivate_pushstate'));
+  window.scrollTo(0, 0);
+});
+"""
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
 .xp-nav { display: flex; gap: 1.2em; align-items: baseline; padding: .6em 1.2em;
@@ -90,7 +105,8 @@ def data_table(frame: pl.DataFrame, id: str, *, link_names: bool = False) -> dcc
     def cell(column: str, value: Any) -> str:
         text = html_text.escape(cell_text(value))
         if link_names and column == "name" and value is not None:
-            return f'<td><a href="{html_text.escape(source_href(str(value)))}">{text}</a></td>'
+            href = html_text.escape(source_href(str(value)))
+            return f'<td><a href="{href}" data-xp-link="1">{text}</a></td>'
         return f"<td>{text}</td>"
 
     head = "".join(f"<th>{html_text.escape(column)}</th>" for column in frame.columns)
