@@ -20,7 +20,7 @@ DACHS_URL  := http://127.0.0.1:8086/tap
 DACHS_SIM  ?= warehouse/dachs/sim
 DACHS_SCHEMAS ?= csc2 csc21
 
-.PHONY: install warehouse classify demo test lint docs clean bench bench-kernel bench-pipeline dachs-serve dachs-stop test-services
+.PHONY: install warehouse classify demo serve test lint docs clean bench bench-kernel bench-pipeline dachs-serve dachs-stop test-services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ classify: $(STAMP)
 demo: $(STAMP)
 	$(MAKE) --no-print-directory warehouse CATALOG=sim
 	$(MAKE) --no-print-directory classify
+
+## the explorer of $(XPIPE_WAREHOUSE) in a browser (after `make demo`): `xpipe serve`, read-only,
+## on http://127.0.0.1:8765/ until Ctrl-C
+serve: $(STAMP)
+	$(XPIPE) serve
 
 ## the HTML report of the stored run (after `make demo`): runs `xpipe bic`, `validate` and
 ## `stability` first unless their results are current, then writes $(REPORT)

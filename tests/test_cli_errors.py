@@ -108,7 +108,8 @@ def test_locked_warehouse_names_the_warehouse(tmp_path: Path) -> None:
     finally:
         holder.communicate("", timeout=60)
     assert result.exit_code == 1, result.output
-    assert result.output.startswith(f"Error: the warehouse {path} is in use by another process")
+    assert result.output.startswith(f"Error: the warehouse {path} is open in another process, "
+                                     "e.g. `xpipe serve`")
     assert result.output.count("\n") == 1
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
+from browser import chromium, severe_console_entries
 from science_fixtures import classified_copy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,31 +96,8 @@ def test_report_marks_stale_analyses(warehouse, full_report, cli) -> None:
     assert "skipping" in cli(*args).output  # current ones are not
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("headless Chromium test needs the Debian packages chromium and "
-                    "chromium-driver (`apt-get install chromium chromium-driver`; .ci/run "
-                    "installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev dependency")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--hide-scrollbars", "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver, options, driver_path
-
-
 def test_report_in_headless_chromium(full_report: Path, tmp_path: Path) -> None:
-    webdriver, options, driver_path = _browser()
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    from selenium.webdriver.chrome.service import Service
-
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = chromium(tmp_path / "chromium-profile")
     try:
         driver.set_page_load_timeout(60)
         driver.get(full_report.as_uri())
@@ -132,7 +109,7 @@ def test_report_in_headless_chromium(full_report: Path, tmp_path: Path) -> None:
                         width: box.width, height: box.height,
                         caption: (f.querySelector('figcaption') || {}).textContent || ''};
             });""")
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        errors = severe_console_entries(driver)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1280, min(int(height) + 100, 30_000))
         ARTIFACTS.mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ from xpipe.cli.load import crossmatch, simulate, warehouse
 from xpipe.cli.models import models
 from xpipe.cli.query import dag, sql
 from xpipe.cli.science import bic, explain, report, stability, validate
+from xpipe.cli.serve import serve
 from xpipe.core.config import Settings
 from xpipe.core.errors import ResourceError, Terminated, XpipeError
 
@@ -45,8 +46,9 @@ def resource_error(exc: BaseException, settings: Settings | None) -> ResourceErr
         return ResourceError(f"{text}: raise XPIPE_MEMORY_LIMIT (now {settings.memory_limit}) "
                              "or set XPIPE_TEMP_DIR to a disk with room for DuckDB to spill to")
     if isinstance(cause, duckdb.IOException) and LOCKED in full:
-        return ResourceError(f"the warehouse {settings.warehouse} is in use by another process "
-                             f"({text}): wait for it to finish, or use another --warehouse")
+        return ResourceError(f"the warehouse {settings.warehouse} is open in another process, "
+                             f"e.g. `xpipe serve` ({text}): stop it first (or wait for the "
+                             "command using it to finish), or use another --warehouse")
     if isinstance(cause, duckdb.IOException) and any(s in full for s in DISK_FULL):
         return ResourceError(f"{text}: the disk is full; free space, or set XPIPE_TEMP_DIR "
                              f"(now {settings.resolved_temp_directory()}) to a disk with room")
@@ -109,7 +111,7 @@ def main(ctx: click.Context, warehouse: Path | None) -> None:
 
 
 for _command in (simulate, warehouse, crossmatch, classify, summary, vote, export, sql, bic,
-                 validate, stability, report, explain, dag, models, classify_new, anomalies):
+                 validate, stability, report, explain, dag, models, classify_new, anomalies, serve):
     main.add_command(_command)
 
 

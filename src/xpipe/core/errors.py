@@ -12,6 +12,10 @@ class InputError(XpipeError, ValueError):
     """Input does not match its contract, or an argument is out of range (file, row, column)."""
 
 
+class NotFoundError(InputError):
+    """A thing asked for by name (a source, a page) does not exist; `xpipe serve` answers 404."""
+
+
 class WarehouseError(XpipeError, RuntimeError):
     """The warehouse is missing or lacks the tables a command needs."""
 

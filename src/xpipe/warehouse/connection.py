@@ -7,7 +7,7 @@ failed or interrupted step leaves what was already in the warehouse untouched.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,12 @@ META_TABLES = ("meta.runs",)
 
 
 
-def connect(settings: Settings, read_only: bool = False, *, create: bool = False
+def connect(settings: Settings, read_only: bool = False, *, create: bool = False,
+            config: Mapping[str, str | bool | int | float] | None = None
             ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse. Only `create=True` (the commands that load or import) may make a new
     one; anything else refuses a missing file before creating a directory or a database.
+    `config` adds DuckDB settings applied when the database opens (every cursor inherits them).
 
     Opening for writing also migrates an older layout and marks runs whose process is gone
     `interrupted`; opening read-only reports such runs (a warning) without writing."""
@@ -39,12 +41,13 @@ def connect(settings: Settings, read_only: bool = False, *, create: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     # Insertion order is never relied on (every output has explicit ids or ORDER BY), and
     # keeping it costs memory on large inserts.
-    config: dict[str, str | bool | int | float | list[str]] = {
+    options: dict[str, str | bool | int | float | list[str]] = {
         "memory_limit": settings.memory_limit, "preserve_insertion_order": False}
     if settings.threads:
-        config["threads"] = settings.threads
+        options["threads"] = settings.threads
+    options.update(config or {})
     try:
-        con = duckdb.connect(str(path), read_only=read_only, config=config)
+        con = duckdb.connect(str(path), read_only=read_only, config=options)
     except duckdb.IOException as exc:
         raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
     try:

@@ -110,23 +110,28 @@ def read_statements(con: duckdb.DuckDBPyConnection, text: str) -> list[duckdb.St
     return statements
 
 
-def lock_down(con: duckdb.DuckDBPyConnection) -> None:
-    """Apply GUARD_SETTINGS, then lock the configuration so no query can change it back."""
-    for name, value in GUARD_SETTINGS.items():
-        con.execute(f"SET {name} = {'true' if value else 'false'}")
-    con.execute("SET lock_configuration = true")
+def guard_config(settings: Settings) -> dict[str, str | bool]:
+    """GUARD_SETTINGS, a spill directory outside the warehouse's own name, and the lock that
+    keeps any query from changing them, applied when the database opens so that every cursor
+    of the connection has them (a server runs each request on its own cursor)."""
+    return {**GUARD_SETTINGS, "temp_directory": str(settings.resolved_temp_directory()),
+            "lock_configuration": True}
+
+
+def connect_guarded(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A read-only, locked connection to the warehouse for running user SQL; the caller
+    closes it."""
+    if not settings.warehouse.exists():
+        raise WarehouseError(f"no warehouse at {settings.warehouse}: run `xpipe warehouse` "
+                             "(or `make warehouse`)")
+    return connect(settings, read_only=True, config=guard_config(settings))
 
 
 @contextmanager
 def open_guarded(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only, locked connection to the warehouse for running user SQL."""
-    if not settings.warehouse.exists():
-        raise WarehouseError(f"no warehouse at {settings.warehouse}: run `xpipe warehouse` "
-                             "(or `make warehouse`)")
-    con = connect(settings, read_only=True)
+    """`connect_guarded` for the length of a block."""
+    con = connect_guarded(settings)
     try:
-        con.execute("SET temp_directory = ?", [str(settings.resolved_temp_directory())])
-        lock_down(con)
         yield con
     finally:
         con.close()
@@ -135,7 +140,7 @@ def open_guarded(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
 def run_user_sql(con: duckdb.DuckDBPyConnection, text: str) -> list[duckdb.DuckDBPyRelation]:
     """Check every statement of `text` first, then run them; one relation per statement.
 
-    `con` must come from `open_guarded` (or have had `lock_down` applied).
+    `con` must come from `connect_guarded` (or one of its cursors).
     """
     statements = read_statements(con, text)
     relations = []

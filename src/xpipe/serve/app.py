@@ -1,0 +1,124 @@
+"""The Dash app: one shell (nav bar, URL, page), a router, and HTTP 4xx for bad URLs.
+
+A URL typed or shared is checked twice by the page's own `validate`: by a Flask hook before
+Dash serves its index (a bad one gets a 404 or 400 with a short HTML page that states the
+message), and by the router when the browser navigates inside the app (the same message, in
+the page). A failing callback shows its message in the shell's message box; nothing a
+browser receives ever holds a traceback (those go to the server's log).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import dash
+import flask
+from dash import Input, Output, dcc, html
+
+from xpipe.core.errors import NotFoundError, XpipeError
+from xpipe.serve import ui
+from xpipe.serve.context import PageContext
+from xpipe.serve.pages import PAGES
+from xpipe.serve.reader import WarehouseReader
+from xpipe.serve.routing import parse_query, resolve
+from xpipe.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon", "/assets/", "/_alive")
+INTERNAL_ERROR = "internal error while answering this request; the server's log has the details"
+
+
+def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
+    """The explorer of `warehouse` (classified; opened read-only until the process ends)."""
+    ctx = PageContext(WarehouseReader(warehouse), settings)
+    app = dash.Dash(__name__, title="xpipe", update_title="", serve_locally=True,
+                    suppress_callback_exceptions=True, on_error=_callback_failed,
+                    external_scripts=[], external_stylesheets=[])
+    app.scripts.config.serve_locally = True
+    app.css.config.serve_locally = True
+    app.index_string = app.index_string.replace(
+        "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>")
+    app.layout = shell(ctx)
+    _register_router(app, ctx)
+    for page in PAGES:
+        page.register_callbacks(app, ctx)
+    server: flask.Flask = app.server
+    server.before_request(lambda: check_url(ctx))
+    server.register_error_handler(500, _server_error)
+    server.extensions["xpipe_reader"] = ctx.reader  # the CLI closes it on the way out
+    return app
+
+
+def nav_pages(ctx: PageContext) -> list[ModuleType]:
+    """The pages in the nav bar: the SQL page only where it is allowed."""
+    return [page for page in PAGES if ctx.settings.allow_sql or page.PATH != "/sql"]
+
+
+def shell(ctx: PageContext) -> html.Div:
+    links = [dcc.Link("xpipe", href="/", className="xp-brand")]
+    links += [dcc.Link(page.TITLE, href=page.PATH, id=f"nav-{page.__name__.rsplit('.', 1)[-1]}")
+              for page in nav_pages(ctx)]
+    return html.Div([
+        dcc.Location(id="url", refresh=False),
+        html.Nav(links, className="xp-nav"),
+        html.Main([html.Div(id=ui.ERROR_ID), html.Div(id="page")], className="xp-main"),
+    ])
+
+
+def render(ctx: PageContext, pathname: str | None, search: str | None) -> Any:
+    """The layout of the page at this URL, or the message saying why there is none."""
+    try:
+        page, rest = resolve(PAGES, pathname or "/")
+        query = parse_query(search or "")
+        page.validate(ctx, rest, query)
+        return page.layout(ctx, rest, query)
+    except XpipeError as exc:
+        return ui.message(str(exc), id="page-error")
+
+
+def _register_router(app: dash.Dash, ctx: PageContext) -> None:
+    @app.callback(Output("page", "children"), Output(ui.ERROR_ID, "children"),
+                  Input("url", "pathname"), Input("url", "search"))
+    def route(pathname: str | None, search: str | None) -> tuple[Any, None]:
+        return render(ctx, pathname, search), None
+
+
+def check_url(ctx: PageContext) -> flask.Response | None:
+    """Flask's before_request: a full-page GET of a bad URL gets its 4xx and message here;
+    Dash's own routes and good URLs pass on to Dash."""
+    request = flask.request
+    if request.method != "GET" or request.path.startswith(DASH_PREFIXES):
+        return None
+    try:
+        page, rest = resolve(PAGES, request.path)
+        query = parse_query(request.query_string.decode("utf-8", errors="replace"))
+        page.validate(ctx, rest, query)
+    except NotFoundError as exc:
+        return _error_response(404, str(exc))
+    except XpipeError as exc:
+        return _error_response(400, str(exc))
+    return None
+
+
+def _error_response(status: int, text: str) -> flask.Response:
+    return flask.Response(ui.error_page(status, text), status=status,
+                          content_type="text/html; charset=utf-8")
+
+
+def _server_error(exc: Exception) -> flask.Response:
+    return _error_response(500, INTERNAL_ERROR)
+
+
+def _callback_failed(exc: Exception) -> None:
+    """Dash's handler for an exception in any callback: the message in the shell's box (an
+    XpipeError's own words; anything else is a bug, logged with its traceback)."""
+    if isinstance(exc, XpipeError):
+        text = str(exc)
+    else:
+        log.error("callback failed", exc_info=exc)
+        text = INTERNAL_ERROR
+    dash.set_props(ui.ERROR_ID, {"children": ui.message(text)})

@@ -1,0 +1,27 @@
+"""The source page (being built)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import dash
+from dash import html
+from dash.development.base_component import Component
+
+from xpipe.serve.context import PageContext
+from xpipe.serve.routing import require_no_subpath
+
+PATH = "/source"
+TITLE = "Source"
+
+
+def validate(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> None:
+    require_no_subpath(PATH, path_rest)
+
+
+def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Component:
+    return html.Div([html.H1(TITLE), html.P("Not built yet.")])
+
+
+def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
+    return None

@@ -1,0 +1,82 @@
+"""The explorer under test: a small classified warehouse, the app on a live local server, and
+headless Chromium pointed at it (screenshots in artifacts/serve/)."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from browser import chromium
+from science_fixtures import classified_copy
+
+
+@dataclass
+class LiveServer:
+    """A running explorer: its base URL, the warehouse it reads, and that warehouse's reader
+    (the tests' own queries run on it: the file is open in this process)."""
+
+    url: str
+    warehouse: Path
+    query: Callable[..., pl.DataFrame]
+
+    def get(self, path: str) -> tuple[int, str]:
+        """HTTP status and body of a plain GET (no browser), 4xx included."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+@pytest.fixture(scope="session")
+def serve_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the science tests' small simulated, classified warehouse."""
+    return classified_copy(tmp_path_factory, "serve")
+
+
+def start_server(warehouse: Path, **settings: Any) -> tuple[Any, Any, threading.Thread]:
+    """create_app on a free 127.0.0.1 port, served by a background thread."""
+    from werkzeug.serving import make_server
+
+    from xpipe.serve.app import create_app
+    from xpipe.serve.settings import ServeSettings
+
+    app = create_app(warehouse, ServeSettings(port=0, **{"allow_sql": True, **settings}))
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="xpipe-serve", daemon=True)
+    thread.start()
+    return app, server, thread
+
+
+def stop_server(app: Any, server: Any, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+    app.server.extensions["xpipe_reader"].close()
+
+
+@pytest.fixture(scope="session")
+def live_server(serve_warehouse: Path) -> Iterator[LiveServer]:
+    app, server, thread = start_server(serve_warehouse)
+    reader = app.server.extensions["xpipe_reader"]
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", serve_warehouse, reader.frame)
+    finally:
+        stop_server(app, server, thread)
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"), window="1200,800")
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
