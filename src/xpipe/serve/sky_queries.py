@@ -23,6 +23,7 @@ from xpipe.serve.reader import WarehouseReader
 from xpipe.serve.views import Box, Votes
 
 GRID_COLUMNS = 200  # bins across the visible width when a layer is drawn as counts
+CONTOUR_COLUMNS = 60  # coarser bins for the references' contour lines
 FULL_SKY = Box(-3.0, 3.0, -1.5, 1.5)  # the whole map, with a margin
 
 
@@ -153,13 +154,13 @@ class SkyData:
         if flt.references:
             ref_where, ref_params = _class_where("agg_class", flt.classes)
             references = self._layer("sky_references", ref_where, ref_params, x, y, box,
-                                     max_points, REFERENCE_COLUMNS)
+                                     max_points, REFERENCE_COLUMNS, CONTOUR_COLUMNS)
         if flt.density:
             density = self._layer("sky_sources", "TRUE", [], x, y, box, 0, "")
         return SkyView(box, classified, references, density, time.perf_counter() - start)
 
     def _layer(self, table: str, where: str, params: list[object], x: str, y: str, box: Box,
-               max_points: int, columns: str) -> Layer:
+               max_points: int, columns: str, grid_columns: int = GRID_COLUMNS) -> Layer:
         in_box = f"{x} BETWEEN ? AND ? AND {y} BETWEEN ? AND ?"
         cond = f"({where}) AND {in_box}"
         args = [*params, box.x0, box.x1, box.y0, box.y1]
@@ -168,11 +169,11 @@ class SkyData:
             points = self.memory.frame(
                 f"SELECT {x} AS x, {y} AS y, {columns} FROM {table} WHERE {cond}", args)
             return Layer(total, points=points)
-        return Layer(total, bins=self._bins(table, cond, args, x, y, box))
+        return Layer(total, bins=self._bins(table, cond, args, x, y, box, grid_columns))
 
-    def _bins(self, table: str, cond: str, args: list[object], x: str, y: str, box: Box
-              ) -> Bins:
-        rows, cols = grid_shape(box)
+    def _bins(self, table: str, cond: str, args: list[object], x: str, y: str, box: Box,
+              grid_columns: int) -> Bins:
+        rows, cols = grid_shape(box, grid_columns)
         dx, dy = (box.x1 - box.x0) / cols, (box.y1 - box.y0) / rows
         cells = self.memory.frame(
             f"SELECT least(CAST(floor(({x} - ?) / ?) AS INTEGER), {cols - 1}) AS i, "

@@ -37,6 +37,9 @@ class Box:
         return cls(*(float(v) for v in values))
 
 
+UNBOUNDED = Box(-math.inf, math.inf, -math.inf, math.inf)
+
+
 def _axis_range(relayout: Mapping[str, Any], axis: str, log: bool
                 ) -> tuple[float, float] | Literal["auto"] | None:
     """An axis's new range from a relayout event: (lo, hi), "auto" (reset), or None (not
@@ -56,20 +59,15 @@ def zoomed_box(relayout: Mapping[str, Any] | None, prior: Box | None, *, log_x: 
                log_y: bool = False) -> tuple[bool, Box | None]:
     """(changed, box) after a plotly relayout event: box None is the full view; an event that
     moves neither axis (a resize, a change of drag mode) leaves it unchanged."""
-    if not relayout:
-        return False, prior
-    x = _axis_range(relayout, "xaxis", log_x)
-    y = _axis_range(relayout, "yaxis", log_y)
+    x = _axis_range(relayout or {}, "xaxis", log_x)
+    y = _axis_range(relayout or {}, "yaxis", log_y)
     if x is None and y is None:
         return False, prior
-    if x == "auto" and y in ("auto", None) or y == "auto" and x is None:
-        return True, None
-    old = prior or Box(-math.inf, math.inf, -math.inf, math.inf)
-    x0, x1 = (old.x0, old.x1) if x in ("auto", None) else x
-    y0, y1 = (old.y0, old.y1) if y in ("auto", None) else y
-    if x == "auto":
-        x0, x1 = -math.inf, math.inf
-    if y == "auto":
-        y0, y1 = -math.inf, math.inf
-    box = Box(x0, x1, y0, y1)
-    return True, None if all(math.isinf(v) for v in box.as_list()) else box
+    old = prior or UNBOUNDED
+
+    def pick(new: tuple[float, float] | Literal["auto"] | None, lo: float, hi: float
+             ) -> tuple[float, float]:
+        return (-math.inf, math.inf) if new == "auto" else (lo, hi) if new is None else new
+
+    box = Box(*pick(x, old.x0, old.x1), *pick(y, old.y0, old.y1))
+    return True, None if box == UNBOUNDED else box

@@ -1,27 +1,251 @@
-"""Placeholder until h13-plots' properties page is merged (that branch owns this file)."""
+"""Properties (`/properties`): any two of the 12 features, or class probabilities, against
+each other, for the detections the method used or for their sources (mean values).
+
+References (SIMBAD-labelled) are diamonds, classified targets circles; colour is the class or
+a third quantity; log axes drop values ≤ 0 and say how many. Above `max_points` in view a
+stable uniform subsample is drawn and the counts are stated; zooming re-queries the visible
+box. The filters are mirrored in the URL (shareable views).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import dash
-from dash import html
+import polars as pl
+from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
+from xpipe.core.errors import InputError
+from xpipe.serve import palette, ui
 from xpipe.serve.context import PageContext
+from xpipe.serve.params import choice, choices, encode, flag
+from xpipe.serve.plots import (
+    GRAPH_CONFIG,
+    control_style,
+    field,
+    form,
+    mirror_query_clientside,
+    navigate_to_source,
+    view_key,
+)
+from xpipe.serve.property_queries import (
+    COLOUR_BY_CLASS,
+    KINDS,
+    LEVELS,
+    PropertyData,
+    PropertyFilter,
+    PropertyView,
+    axis_keys,
+    axis_label,
+)
 from xpipe.serve.routing import require_no_subpath
+from xpipe.serve.views import Box, zoomed_box
+from xpipe.warehouse.seeds import class_names
 
 PATH = "/properties"
 TITLE = "Properties"
+SYMBOLS = {"reference": "diamond", "target": "circle"}
+KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
+_DATA: dict[int, PropertyData] = {}  # per reader, built in register_callbacks
+
+
+def property_filter(query: Mapping[str, str]) -> PropertyFilter:
+    """The view a URL's query string (or the page's controls) asks for."""
+    default = PropertyFilter()
+    x = choice(query, "x", axis_keys(), default.x)
+    y = choice(query, "y", axis_keys(), default.y)
+    return PropertyFilter(
+        level=choice(query, "level", LEVELS, default.level), x=x, y=y,
+        log_x=flag(query, "log_x"), log_y=flag(query, "log_y"),
+        colour=choice(query, "colour", (COLOUR_BY_CLASS, *axis_keys()), default.colour),
+        classes=choices(query, "class", class_names()),
+        kind=choice(query, "kind", KINDS, default.kind))
+
+
+def query_of(flt: PropertyFilter) -> dict[str, str]:
+    """The URL parameters of a view: those that differ from the default view."""
+    default = PropertyFilter()
+    pairs = [("level", flt.level), ("x", flt.x), ("y", flt.y), ("log_x", flt.log_x),
+             ("log_y", flt.log_y), ("colour", flt.colour), ("class", flt.classes),
+             ("kind", flt.kind)]
+    return encode((key, value) for key, value in pairs
+                  if value != getattr(default, "classes" if key == "class" else key))
 
 
 def validate(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> None:
     require_no_subpath(PATH, path_rest)
+    property_filter(query)
+
+
+def _axis_options() -> list[dict[str, str]]:
+    return [{"label": axis_label(key), "value": key} for key in axis_keys()]
 
 
 def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Component:
-    return html.Div([html.H1(TITLE), html.P("Not built yet.")])
+    flt = property_filter(query)
+    logs = [name for name in ("log_x", "log_y") if getattr(flt, name)]
+    radio = control_style()
+    controls = form([
+        field("show", dcc.RadioItems(
+            id="props-level", options=list(LEVELS), value=flt.level, **radio)),
+        field("x", dcc.Dropdown(id="props-x", options=_axis_options(), value=flt.x,
+                                      clearable=False, style={"minWidth": "11em"})),
+        field("y", dcc.Dropdown(id="props-y", options=_axis_options(), value=flt.y,
+                                      clearable=False, style={"minWidth": "11em"})),
+        field("log axes", dcc.Checklist(
+            id="props-log", options=[{"label": "x", "value": "log_x"},
+                                     {"label": "y", "value": "log_y"}], value=logs, **radio)),
+        field("colour", dcc.Dropdown(
+            id="props-colour", clearable=False, style={"minWidth": "11em"},
+            options=[{"label": "class", "value": COLOUR_BY_CLASS}, *_axis_options()],
+            value=flt.colour)),
+        field("class", dcc.Dropdown(
+            id="props-class", options=list(class_names()), value=list(flt.classes),
+            multi=True, placeholder="all classes", style={"minWidth": "16em"})),
+        field("rows", dcc.RadioItems(
+            id="props-kind", value=flt.kind, **radio,
+            options=[{"label": "all", "value": "all"},
+                     {"label": "SIMBAD references", "value": "reference"},
+                     {"label": "classified targets", "value": "target"}])),
+    ])
+    return html.Div([
+        html.H1(TITLE),
+        controls,
+        html.Div(id="props-status"),
+        dcc.Graph(id="props-graph", config=GRAPH_CONFIG, style={"height": "620px"}),
+        dcc.Store(id="props-box"),
+        dcc.Store(id="props-query"),
+        html.Div(id="props-query-mirror", hidden=True),
+        html.P("Detections: the references and classified targets the method used (their "
+               "class: the SIMBAD label, or the predicted class). Sources: the mean over "
+               "their detections (class: the SIMBAD label, or the master class; sources "
+               "whose votes disagree have none). Diamonds are references, circles targets; "
+               "a click opens the source.", className="xp-hint"),
+    ])
 
 
 def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
-    return None
+    data = _DATA.setdefault(id(ctx.reader), PropertyData(ctx.reader))
+    resets = ("props-level", "props-x", "props-y", "props-log")
+
+    @app.callback(Output("props-box", "data"),
+                  Input("props-graph", "relayoutData"),
+                  *(Input(name, "value") for name in resets),
+                  State("props-box", "data"), prevent_initial_call=True)
+    def zoom(relayout: dict[str, Any] | None, level: str, x: str, y: str,
+             logs: list[str] | None, stored: Any) -> Any:
+        if dash.ctx.triggered_id in resets:
+            return None  # other axes: the whole range again
+        logs = logs or []
+        changed, box = zoomed_box(relayout, Box.from_list(stored), log_x="log_x" in logs,
+                                  log_y="log_y" in logs)
+        if not changed:
+            raise dash.exceptions.PreventUpdate
+        return None if box is None else box.as_list()
+
+    @app.callback(Output("props-graph", "figure"), Output("props-status", "children"),
+                  Output("props-query", "data"),
+                  Input("props-level", "value"), Input("props-x", "value"),
+                  Input("props-y", "value"), Input("props-log", "value"),
+                  Input("props-colour", "value"), Input("props-class", "value"),
+                  Input("props-kind", "value"), Input("props-box", "data"))
+    def draw(level: str, x: str, y: str, logs: list[str] | None, colour: str,
+             classes: list[str] | None, kind: str, box: Any) -> tuple[Any, Any, Any]:
+        query = {"level": level or "", "x": x or "", "y": y or "", "colour": colour or "",
+                 "class": ",".join(classes or []), "kind": kind or "",
+                 **{name: "1" if name in (logs or []) else "0" for name in ("log_x", "log_y")}}
+        try:
+            flt = property_filter(query)
+        except InputError as exc:
+            return dash.no_update, ui.message(str(exc), id="props-error"), dash.no_update
+        view = data.view(flt, Box.from_list(box), ctx.settings.max_points)
+        return property_figure(flt, view, box), status(flt, view), query_of(flt)
+
+    mirror_query_clientside(app, "props")
+    navigate_to_source(app, "props-graph")
+
+
+def status(flt: PropertyFilter, view: PropertyView) -> Component:
+    """The counts behind the plot, in words."""
+    what = flt.level
+    parts = [f"{view.selected:,} {what} match the filters"]
+    if view.missing:
+        parts.append(f"{view.missing:,} have no value of {axis_label(flt.x)} or "
+                     f"{axis_label(flt.y)} (references have no class probabilities)")
+    if view.nonpositive:
+        parts.append(f"{view.nonpositive:,} excluded by the log scale (value ≤ 0)")
+    shown = (f"a uniform subsample of {view.points.height:,} of the {view.in_view:,} in view "
+             f"is drawn (more appear as you zoom in)" if view.sampled
+             else f"all {view.in_view:,} in view are drawn")
+    return ui.message("; ".join(parts) + "; " + shown + ".", error=False,
+                      id="props-status-text")
+
+
+# ---- the figure -----------------------------------------------------------------------------
+
+def property_figure(flt: PropertyFilter, view: PropertyView, box: Any) -> dict[str, Any]:
+    """The scatter plot as a plotly figure (plain dicts, no validation cost)."""
+    points = view.points
+    traces = (_class_traces(points) if flt.colour == COLOUR_BY_CLASS
+              else _value_traces(points, axis_label(flt.colour)))
+    key = view_key(query_of(flt), list(box) if box else [])
+    axis = {"showgrid": True, "gridcolor": "#e6e6e6", "zeroline": False}
+    return {"data": traces, "layout": {
+        "xaxis": {**axis, "title": {"text": axis_label(flt.x)},
+                  "type": "log" if flt.log_x else "linear"},
+        "yaxis": {**axis, "title": {"text": axis_label(flt.y)},
+                  "type": "log" if flt.log_y else "linear"},
+        "uirevision": f"{flt.level}|{flt.x}|{flt.y}|{flt.log_x}|{flt.log_y}",
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        "plot_bgcolor": "white", "paper_bgcolor": "white", "hovermode": "closest",
+        "coloraxis": {"colorscale": "Viridis",
+                      "colorbar": {"title": {"text": axis_label(flt.colour)}}},
+        "meta": {"view": key},
+    }}
+
+
+def _class_traces(points: pl.DataFrame) -> list[dict[str, Any]]:
+    traces = []
+    for cls in (*class_names(), None):
+        part = points.filter(pl.col("class").is_null() if cls is None else pl.col("class") == cls)
+        if part.height:
+            label = cls or "no master class (votes disagree)"
+            traces.append(_points(part, f"{label} ({part.height:,})", palette.class_colour(cls)))
+    return traces + _symbol_legend()
+
+
+def _value_traces(points: pl.DataFrame, label: str) -> list[dict[str, Any]]:
+    valued = points.filter(pl.col("colour").is_not_null())
+    missing = points.filter(pl.col("colour").is_null())
+    traces = []
+    if valued.height:
+        trace = _points(valued, f"coloured by {label} ({valued.height:,})", "")
+        trace["marker"] = {**trace["marker"], "color": valued["colour"].to_numpy(),
+                           "coloraxis": "coloraxis"}
+        traces.append(trace)
+    if missing.height:
+        traces.append(_points(missing, f"no {label} ({missing.height:,})", palette.NO_CLASS))
+    return traces + _symbol_legend()
+
+
+def _symbol_legend() -> list[dict[str, Any]]:
+    """Legend entries for the marker symbols (no points of their own)."""
+    return [{"type": "scattergl", "mode": "markers", "x": [None], "y": [None],
+             "name": f"{symbol}: {KIND_WORDS[kind]}s", "hoverinfo": "skip",
+             "marker": {"symbol": symbol, "color": "#555555", "size": 7}}
+            for kind, symbol in SYMBOLS.items()]
+
+
+def _points(part: pl.DataFrame, name: str, colour: str) -> dict[str, Any]:
+    kinds = part["kind"].to_list()
+    hover = [f"{KIND_WORDS[kind]}: {cls or 'no master class'}"
+             for kind, cls in zip(kinds, part["class"].to_list(), strict=True)]
+    return {"type": "scattergl", "mode": "markers", "name": name,
+            "x": part["x"].to_numpy(), "y": part["y"].to_numpy(),
+            "customdata": part["name"].to_list(), "text": hover,
+            "hovertemplate": "%{customdata}<br>%{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>",
+            "marker": {"color": colour, "size": 5, "opacity": 0.75, "line": {"width": 0},
+                       "symbol": [SYMBOLS[kind] for kind in kinds]}}
