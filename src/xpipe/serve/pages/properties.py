@@ -48,7 +48,6 @@ PATH = "/properties"
 TITLE = "Properties"
 SYMBOLS = {"reference": "diamond", "target": "circle"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
-_DATA: dict[int, PropertyData] = {}  # per reader, built in register_callbacks
 
 
 def property_filter(query: Mapping[str, str]) -> PropertyFilter:
@@ -127,7 +126,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
 
 
 def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
-    data = _DATA.setdefault(id(ctx.reader), PropertyData(ctx.reader))
+    data = PropertyData(ctx.reader)  # built once, at startup
     resets = ("props-level", "props-x", "props-y", "props-log")
 
     @app.callback(Output("props-box", "data"),

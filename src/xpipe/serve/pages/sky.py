@@ -43,7 +43,6 @@ TITLE = "Sky"
 LAYERS = ("references", "density")
 LAYER_LABELS = {"references": "SIMBAD references", "density": "all detected sources (density)"}
 DENSITY_SCALE = [[0.0, "#efefef"], [1.0, "#5f5f5f"]]
-_DATA: dict[int, SkyData] = {}  # per reader, built in register_callbacks
 
 
 def sky_filter(query: Mapping[str, str]) -> SkyFilter:
@@ -116,7 +115,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
 
 
 def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
-    data = _DATA.setdefault(id(ctx.reader), SkyData(ctx.reader))
+    data = SkyData(ctx.reader)  # built once, at startup
 
     @app.callback(Output("sky-box", "data"),
                   Input("sky-graph", "relayoutData"), Input("sky-frame", "value"),
