@@ -191,6 +191,8 @@ def test_zoom_boxes_from_relayout_events() -> None:
     assert changed and box is not None and (box.x0, box.x1) == (0.1, 100.0)
     assert math.isinf(box.y0) and math.isinf(box.y1)
     assert box.clip(FULL_SKY) == Box(0.1, FULL_SKY.x1, FULL_SKY.y0, FULL_SKY.y1)
+    assert box.as_list() == [0.1, 100.0, None, None]  # JSON has no infinity
+    assert Box.from_list(box.as_list()) == box and Box.from_list("junk") is None
 
 
 # ---- properties -----------------------------------------------------------------------------

@@ -39,6 +39,33 @@ def mirror_query_clientside(app: dash.Dash, page: str) -> None:
                             Input(f"{page}-query", "data"))
 
 
+# Only the relayout events that move an axis pass on to the server, as the ranges the graph
+# now shows (with equal aspect, plotly widens one axis of a zoom box; the server queries what
+# is visible). Dash drops a callback's pending answer when the callback is triggered again,
+# so a resize event right after a zoom (the graph's autosize) would otherwise lose the zoom.
+_AXIS_EVENTS_JS = """
+function(relayout) {
+    const keys = Object.keys(relayout || {});
+    if (!keys.some((key) => key.startsWith("xaxis.") || key.startsWith("yaxis."))) {
+        return window.dash_clientside.no_update;
+    }
+    const plot = document.querySelector("#GRAPH .js-plotly-plot");
+    if (keys.some((key) => key.endsWith(".autorange")) || !plot || !plot.layout) {
+        return relayout;
+    }
+    return {"xaxis.range": plot.layout.xaxis.range.slice(),
+            "yaxis.range": plot.layout.yaxis.range.slice()};
+}
+"""
+
+
+def pass_axis_events_clientside(app: dash.Dash, page: str) -> None:
+    """Copy the relayout events of `<page>-graph` that move an axis to `<page>-relayout`."""
+    app.clientside_callback(_AXIS_EVENTS_JS.replace("GRAPH", f"{page}-graph"),
+                            Output(f"{page}-relayout", "data"),
+                            Input(f"{page}-graph", "relayoutData"))
+
+
 def navigate_to_source(app: dash.Dash, graph: str) -> None:
     """A click on a point whose customdata is a source name opens that source's page."""
 
@@ -53,9 +80,10 @@ def navigate_to_source(app: dash.Dash, graph: str) -> None:
         return source_href(name), ""
 
 
-def view_key(query: Mapping[str, str], box: list[float]) -> str:
+def view_key(query: Mapping[str, str], box: list[float | None]) -> str:
     """A short text naming the view a figure draws (its filters and box)."""
-    return json.dumps({"q": dict(sorted(query.items())), "box": [round(v, 6) for v in box]},
+    return json.dumps({"q": dict(sorted(query.items())),
+                       "box": [None if v is None else round(v, 6) for v in box]},
                       separators=(",", ":"))
 
 

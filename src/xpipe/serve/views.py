@@ -26,15 +26,18 @@ class Box:
         return Box(max(self.x0, outer.x0), min(self.x1, outer.x1),
                    max(self.y0, outer.y0), min(self.y1, outer.y1))
 
-    def as_list(self) -> list[float]:
-        return [self.x0, self.x1, self.y0, self.y1]
+    def as_list(self) -> list[float | None]:
+        """[x0, x1, y0, y1] as JSON can hold it (None: unbounded)."""
+        return [v if math.isfinite(v) else None for v in (self.x0, self.x1, self.y0, self.y1)]
 
     @classmethod
     def from_list(cls, values: Any) -> Box | None:
-        """A box stored as [x0, x1, y0, y1] (a dcc.Store's value), or None."""
+        """A box stored by `as_list` (a dcc.Store's value), or None."""
         if not isinstance(values, list | tuple) or len(values) != 4:
             return None
-        return cls(*(float(v) for v in values))
+        bounds = [float(v) if v is not None else math.inf * (-1 if i % 2 == 0 else 1)
+                  for i, v in enumerate(values)]
+        return cls(*bounds)
 
 
 UNBOUNDED = Box(-math.inf, math.inf, -math.inf, math.inf)

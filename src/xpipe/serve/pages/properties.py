@@ -9,6 +9,7 @@ box. The filters are mirrored in the URL (shareable views).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from xpipe.serve.plots import (
     form,
     mirror_query_clientside,
     navigate_to_source,
+    pass_axis_events_clientside,
     view_key,
 )
 from xpipe.serve.property_queries import (
@@ -41,7 +43,7 @@ from xpipe.serve.property_queries import (
     axis_label,
 )
 from xpipe.serve.routing import require_no_subpath
-from xpipe.serve.views import Box, zoomed_box
+from xpipe.serve.views import UNBOUNDED, Box, zoomed_box
 from xpipe.warehouse.seeds import class_names
 
 PATH = "/properties"
@@ -115,6 +117,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         html.Div(id="props-status"),
         dcc.Graph(id="props-graph", config=GRAPH_CONFIG, style={"height": "620px"}),
         dcc.Store(id="props-box"),
+        dcc.Store(id="props-relayout"),
         dcc.Store(id="props-query"),
         html.Div(id="props-query-mirror", hidden=True),
         html.P("Detections: the references and classified targets the method used (their "
@@ -130,7 +133,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
     resets = ("props-level", "props-x", "props-y", "props-log")
 
     @app.callback(Output("props-box", "data"),
-                  Input("props-graph", "relayoutData"),
+                  Input("props-relayout", "data"),
                   *(Input(name, "value") for name in resets),
                   State("props-box", "data"), prevent_initial_call=True)
     def zoom(relayout: dict[str, Any] | None, level: str, x: str, y: str,
@@ -163,6 +166,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
         return property_figure(flt, view, box), status(flt, view), query_of(flt)
 
     mirror_query_clientside(app, "props")
+    pass_axis_events_clientside(app, "props")
     navigate_to_source(app, "props-graph")
 
 
@@ -189,13 +193,14 @@ def property_figure(flt: PropertyFilter, view: PropertyView, box: Any) -> dict[s
     points = view.points
     traces = (_class_traces(points) if flt.colour == COLOUR_BY_CLASS
               else _value_traces(points, axis_label(flt.colour)))
-    key = view_key(query_of(flt), list(box) if box else [])
+    shown = Box.from_list(box) or UNBOUNDED
+    key = view_key(query_of(flt), shown.as_list())
     axis = {"showgrid": True, "gridcolor": "#e6e6e6", "zeroline": False}
     return {"data": traces, "layout": {
-        "xaxis": {**axis, "title": {"text": axis_label(flt.x)},
-                  "type": "log" if flt.log_x else "linear"},
-        "yaxis": {**axis, "title": {"text": axis_label(flt.y)},
-                  "type": "log" if flt.log_y else "linear"},
+        "xaxis": {**axis, **_range(shown.x0, shown.x1, flt.log_x),
+                  "title": {"text": axis_label(flt.x)}},
+        "yaxis": {**axis, **_range(shown.y0, shown.y1, flt.log_y),
+                  "title": {"text": axis_label(flt.y)}},
         "uirevision": f"{flt.level}|{flt.x}|{flt.y}|{flt.log_x}|{flt.log_y}",
         "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
         "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
@@ -204,6 +209,14 @@ def property_figure(flt: PropertyFilter, view: PropertyView, box: Any) -> dict[s
                       "colorbar": {"title": {"text": axis_label(flt.colour)}}},
         "meta": {"view": key},
     }}
+
+
+def _range(lo: float, hi: float, log: bool) -> dict[str, Any]:
+    """An axis's type and, for a zoomed view, its range (a log axis's in decades)."""
+    axis: dict[str, Any] = {"type": "log" if log else "linear"}
+    if math.isfinite(lo) and math.isfinite(hi):
+        axis["range"] = [math.log10(lo), math.log10(hi)] if log else [lo, hi]
+    return axis
 
 
 def _class_traces(points: pl.DataFrame) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from xpipe.serve.plots import (
     form,
     mirror_query_clientside,
     navigate_to_source,
+    pass_axis_events_clientside,
     view_key,
 )
 from xpipe.serve.projection import FRAMES
@@ -103,6 +104,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         dcc.Graph(id="sky-graph", config=GRAPH_CONFIG, style={"height": "640px"},
                   figure=_empty_figure()),
         dcc.Store(id="sky-box"),
+        dcc.Store(id="sky-relayout"),
         dcc.Store(id="sky-query"),
         html.Div(id="sky-query-mirror", hidden=True),
         html.P("A layer with more than the point limit in view is drawn as counts per bin; "
@@ -118,7 +120,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
     data = SkyData(ctx.reader)  # built once, at startup
 
     @app.callback(Output("sky-box", "data"),
-                  Input("sky-graph", "relayoutData"), Input("sky-frame", "value"),
+                  Input("sky-relayout", "data"), Input("sky-frame", "value"),
                   State("sky-box", "data"), prevent_initial_call=True)
     def zoom(relayout: dict[str, Any] | None, frame: str, stored: Any) -> Any:
         if dash.ctx.triggered_id == "sky-frame":
@@ -145,6 +147,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
         return sky_figure(data, flt, view), status(view), query_of(flt)
 
     mirror_query_clientside(app, "sky")
+    pass_axis_events_clientside(app, "sky")
     navigate_to_source(app, "sky-graph")
 
 
@@ -197,10 +200,12 @@ def sky_figure(data: SkyData, flt: SkyFilter, view: SkyView) -> dict[str, Any]:
 
 
 def _layout(frame: str, box: Box, key: str) -> dict[str, Any]:
-    axis = {"visible": False, "showgrid": False, "zeroline": False}
+    # constrain="domain": with equal aspect, plotly fits the plot area to the box rather than
+    # widening the box, so what is drawn is exactly what was queried
+    axis = {"visible": False, "showgrid": False, "zeroline": False, "constrain": "domain"}
     return {
-        "xaxis": {**axis, "range": [FULL_SKY.x0, FULL_SKY.x1]},
-        "yaxis": {**axis, "range": [FULL_SKY.y0, FULL_SKY.y1], "scaleanchor": "x",
+        "xaxis": {**axis, "range": [box.x0, box.x1]},
+        "yaxis": {**axis, "range": [box.y0, box.y1], "scaleanchor": "x",
                   "scaleratio": 1},
         "uirevision": frame,  # zoom survives filter changes, not a change of frame
         "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
