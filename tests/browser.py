@@ -55,14 +55,34 @@ def screenshot(driver: Any, name: str) -> Path:
 
 
 def wait_for(driver: Any, css: str, *, text: str | None = None, timeout: float = 20) -> Any:
-    """The first element matching `css` (containing `text` if given), once Dash drew it."""
+    """The first element matching `css` (containing `text` if given), once Dash drew it; an
+    element Dash replaces while it is being read is looked up again."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     def found(d: Any) -> Any:
-        for element in d.find_elements(By.CSS_SELECTOR, css):
-            if text is None or text in element.text:
-                return element
+        try:
+            for element in d.find_elements(By.CSS_SELECTOR, css):
+                if text is None or text in element.text:
+                    return element
+        except StaleElementReferenceException:
+            pass
         return False
 
-    return WebDriverWait(driver, timeout).until(found)
+    try:
+        return WebDriverWait(driver, timeout).until(found)
+    except TimeoutException:
+        shown = [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+        raise AssertionError(f"no {css!r} with text {text!r} within {timeout} s; "
+                             f"shown: {shown}") from None
+
+
+def wait_text(driver: Any, css: str, text: str, timeout: float = 20) -> str:
+    """The text of the first element matching `css` once it contains `text`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait_for(driver, css, text=text, timeout=timeout)
+    return str(WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script(
+            "const e = document.querySelector(arguments[0]); return e && e.innerText;", css)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,10 @@ class LiveServer:
 
     url: str
     warehouse: Path
-    query: Callable[..., pl.DataFrame]
+    reader: Any  # xpipe.serve.reader.WarehouseReader
+
+    def query(self, sql: str, params: Any = None) -> pl.DataFrame:
+        return self.reader.frame(sql, params)
 
     def get(self, path: str) -> tuple[int, str]:
         """HTTP status and body of a plain GET (no browser), 4xx included."""
@@ -67,7 +70,7 @@ def live_server(serve_warehouse: Path) -> Iterator[LiveServer]:
     app, server, thread = start_server(serve_warehouse)
     reader = app.server.extensions["xpipe_reader"]
     try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", serve_warehouse, reader.frame)
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", serve_warehouse, reader)
     finally:
         stop_server(app, server, thread)
 

@@ -61,7 +61,7 @@ def classify(ctx: click.Context, *, min_significance: float, no_significance_cut
 
 def print_summary(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Rows per stage, sources per master class, and where the results are."""
-    from xpipe.predict.batch import stage_counts
+    from xpipe.predict.batch import master_class_counts, stage_counts
 
     if not all(table_exists(con, table) for table in SUMMARY_TABLES):
         raise WarehouseError(f"{settings.warehouse} holds no classification of its loaded "
@@ -71,10 +71,7 @@ def print_summary(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     for key, value in counts.items():
         click.echo(f"  {key:<20} {value:>12,}")
     click.echo("\nsources per master class (uniquely classified):")
-    rows = con.execute(
-        "SELECT agg_master_class, master_class, count(*) FROM results.source_class "
-        "WHERE is_unique GROUP BY ALL ORDER BY agg_master_class, count(*) DESC").fetchall()
-    for agg, fine, n in rows:
+    for agg, fine, n in master_class_counts(con):
         click.echo(f"  {agg:<8} {fine:<10} {n:>10,}")
     click.echo(f"\nresults are in {settings.warehouse}: results.detection_class, "
                "results.source_class, results.uniquely_classified, "

@@ -52,6 +52,7 @@ from xpipe.services.csc import (
     count_query,
     dec_bands,
     detections_query,
+    source_query,
 )
 from xpipe.services.tap import Overflow, QueryRefusedError, ServiceError, TapClient, TapResult
 from xpipe.warehouse.connection import swap_in, transaction
@@ -138,6 +139,12 @@ def pull_spec(config: CscConfig) -> PullSpec:
 
 def contract_names() -> list[str]:
     return [c.name for c in load_schema(TABLE).columns]
+
+
+def one_source_query(config: CscConfig, name: str) -> str:
+    """The ADQL that fetches the rows of one master source from the release's service, with
+    the columns the pull loads."""
+    return source_query(config.schema, name, contract_names())
 
 
 def process_page(pull: ResumablePull, page: Page, *, config: CscConfig,

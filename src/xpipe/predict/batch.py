@@ -185,6 +185,15 @@ def stage_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return dict(zip(keys, (int(v) for v in one), strict=True))
 
 
+def master_class_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """(aggregated class, master class, sources) of the uniquely classified sources, by
+    aggregated class and then most sources first."""
+    return [(str(agg), str(fine), int(n)) for agg, fine, n in con.execute(
+        "SELECT agg_master_class, master_class, count(*) FROM results.source_class "
+        "WHERE is_unique GROUP BY ALL ORDER BY agg_master_class, count(*) DESC, master_class"
+    ).fetchall()]
+
+
 def classify(con: duckdb.DuckDBPyConnection, settings: Settings, params: ClassifyParams
              ) -> tuple[RunRecorder, dict[str, int]]:
     require_tables(con, ["raw.detections", "raw.simbad_match"],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import dash
@@ -21,7 +20,7 @@ from dash import Input, Output, dcc, html
 from xpipe.core.errors import NotFoundError, XpipeError
 from xpipe.serve import ui
 from xpipe.serve.context import PageContext
-from xpipe.serve.pages import PAGES
+from xpipe.serve.pages import PAGES, nav_pages
 from xpipe.serve.reader import WarehouseReader
 from xpipe.serve.routing import parse_query, resolve
 from xpipe.serve.settings import ServeSettings
@@ -40,6 +39,12 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
                     external_scripts=[], external_stylesheets=[])
     app.scripts.config.serve_locally = True
     app.css.config.serve_locally = True
+    # Dash's debug tools off, explicitly: no error overlay with tracebacks in the browser, no
+    # hot reload, and no version check (it would fetch from plotly's server).
+    app.enable_dev_tools(debug=False, dev_tools_ui=False, dev_tools_props_check=False,
+                         dev_tools_serve_dev_bundles=False, dev_tools_hot_reload=False,
+                         dev_tools_silence_routes_logging=True,
+                         dev_tools_disable_version_check=True, dev_tools_prune_errors=True)
     app.index_string = app.index_string.replace(
         "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>")
     app.layout = shell(ctx)
@@ -53,15 +58,10 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
     return app
 
 
-def nav_pages(ctx: PageContext) -> list[ModuleType]:
-    """The pages in the nav bar: the SQL page only where it is allowed."""
-    return [page for page in PAGES if ctx.settings.allow_sql or page.PATH != "/sql"]
-
-
 def shell(ctx: PageContext) -> html.Div:
     links = [dcc.Link("xpipe", href="/", className="xp-brand")]
     links += [dcc.Link(page.TITLE, href=page.PATH, id=f"nav-{page.__name__.rsplit('.', 1)[-1]}")
-              for page in nav_pages(ctx)]
+              for page in nav_pages(ctx.settings)]
     return html.Div([
         dcc.Location(id="url", refresh=False),
         html.Nav(links, className="xp-nav"),

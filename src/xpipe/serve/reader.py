@@ -9,9 +9,10 @@ which is what Flask's threaded server needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import duckdb
 import polars as pl
@@ -20,6 +21,8 @@ from xpipe.core.config import Settings
 from xpipe.science.common import require_classified
 from xpipe.warehouse.connection import table_exists
 from xpipe.warehouse.user_sql import connect_guarded
+
+T = TypeVar("T")
 
 
 class WarehouseReader:
@@ -34,6 +37,8 @@ class WarehouseReader:
         except BaseException:
             self._con.close()
             raise
+        self._cache: dict[str, object] = {}
+        self._cache_lock = threading.Lock()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one request (close it, or use it in a `with`)."""
@@ -54,6 +59,15 @@ class WarehouseReader:
         """Whether `schema.name` is a table or view of the warehouse."""
         with self.cursor() as cur:
             return table_exists(cur, name)
+
+    def cached(self, key: str, compute: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`compute(cursor)` once per server under `key`: while the server holds the file
+        read-only no other process can write it, so what was read stays true."""
+        with self._cache_lock:
+            if key not in self._cache:
+                with self.cursor() as cur:
+                    self._cache[key] = compute(cur)
+            return cast(T, self._cache[key])
 
     def close(self) -> None:
         self._con.close()

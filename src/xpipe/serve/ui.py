@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import html as html_text
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import polars as pl
-from dash import html
-from dash.dash_table.DataTable import DataTable
+from dash import dcc, html
 
 ERROR_ID = "app-error"  # the shell's message box for failures of any callback
 
@@ -27,6 +26,11 @@ body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
 .xp-form { display: flex; gap: .6em; align-items: end; flex-wrap: wrap; margin: .5em 0; }
 .xp-form label { display: flex; flex-direction: column; font-size: .85em; }
 code, pre { background: #f4f4f4; }
+.xp-table-box { overflow-x: auto; max-height: 36em; overflow-y: auto; margin: .4em 0; }
+.xp-table { border-collapse: collapse; font-size: .85em; }
+.xp-table th { position: sticky; top: 0; background: #eef3f8; text-align: left; }
+.xp-table th, .xp-table td { padding: 2px 8px; border-bottom: 1px solid #e4e4e4;
+                             white-space: nowrap; }
 pre { padding: .6em; white-space: pre-wrap; }
 """
 
@@ -61,34 +65,27 @@ def facts_table(rows: Sequence[tuple[str, Any]], id: str | None = None) -> html.
             else html.Table(rows_, className="xp-facts"))
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 6)
-    if isinstance(value, str | int | bool) or value is None:
-        return value
-    return str(value)
+def cell_text(value: Any) -> str:
+    """How a value reads in a table: floats rounded to 6 decimals, missing as an empty cell."""
+    if value is None:
+        return ""
+    return str(round(value, 6)) if isinstance(value, float) else str(value)
 
 
-def data_table(frame: pl.DataFrame, id: str, *, link_names: bool = False,
-               page_size: int = 25) -> DataTable:
-    """A frame as a sortable table; with `link_names`, its `name` column links to each
-    source's page (markdown cells)."""
-    columns: list[dict[str, Any]] = []
-    for column in frame.columns:
-        spec: dict[str, Any] = {"name": column, "id": column}
-        if link_names and column == "name":
-            spec["presentation"] = "markdown"
-        columns.append(spec)
-    records = [{key: _cell(value) for key, value in row.items()}
-               for row in frame.iter_rows(named=True)]
-    if link_names and "name" in frame.columns:
-        for record in records:
-            record["name"] = f"[{record['name']}]({source_href(str(record['name']))})"
-    return DataTable(
-        id=id, columns=cast(Any, columns), data=cast(Any, records), page_size=page_size, sort_action="native",
-        markdown_options={"link_target": "_self"},
-        style_table={"overflowX": "auto"},
-        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "0.85em",
-                    "padding": "2px 6px", "textAlign": "left", "maxWidth": "24em",
-                    "overflow": "hidden", "textOverflow": "ellipsis"},
-        style_header={"fontWeight": "600", "backgroundColor": "#eef3f8"})
+def data_table(frame: pl.DataFrame, id: str, *, link_names: bool = False) -> dcc.Markdown:
+    """A frame as an HTML table (scrolling when large); with `link_names`, its `name` column
+    links to each source's page. One component holding escaped HTML: Dash's renderer takes
+    seconds for a thousand rows built as one component per cell."""
+    def cell(column: str, value: Any) -> str:
+        text = html_text.escape(cell_text(value))
+        if link_names and column == "name" and value is not None:
+            return f'<td><a href="{html_text.escape(source_href(str(value)))}">{text}</a></td>'
+        return f"<td>{text}</td>"
+
+    head = "".join(f"<th>{html_text.escape(column)}</th>" for column in frame.columns)
+    body = "".join("<tr>" + "".join(cell(c, v) for c, v in row.items()) + "</tr>"
+                   for row in frame.iter_rows(named=True))
+    table = (f'<table id="{html_text.escape(id)}" class="xp-table"><thead><tr>{head}</tr>'
+             f"</thead><tbody>{body}</tbody></table>")
+    return dcc.Markdown(table, dangerously_allow_html=True, className="xp-table-box",
+                        id=f"{id}-box")

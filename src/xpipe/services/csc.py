@@ -134,15 +134,27 @@ def from_clause(schema: str) -> str:
     return "FROM " + ", ".join(f"{schema}.{table} AS {alias}" for table, alias in JOIN_TABLES)
 
 
-def where_clause(box: Box | None) -> str:
-    """The join conditions, then the page's bounds, all in WHERE."""
-    return "WHERE " + " AND ".join([*JOIN_CONDITIONS, *([box.where()] if box else [])])
+def where_clause(box: Box | None, *conditions: str) -> str:
+    """The join conditions, then the page's bounds and any other conditions, all in WHERE."""
+    return "WHERE " + " AND ".join([*JOIN_CONDITIONS, *([box.where()] if box else []),
+                                    *conditions])
+
+
+def adql_string(value: str) -> str:
+    """An ADQL string literal (quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def detections_query(schema: str, box: Box, columns: list[str]) -> str:
     """The detections of `box` with `columns` (the raw.detections contract's, from the caller),
     as `SELECT DISTINCT` like the documented queries: a row the join reaches twice comes once."""
     return f"SELECT DISTINCT {select_list(columns)} {from_clause(schema)} {where_clause(box)}"
+
+
+def source_query(schema: str, name: str, columns: list[str]) -> str:
+    """Every detection of the master source `name`: the pull's query for one source."""
+    return (f"SELECT DISTINCT {select_list(columns)} {from_clause(schema)} "
+            f"{where_clause(None, f'm.name = {adql_string(name)}')}")
 
 
 def count_query(schema: str, box: Box | None = None) -> str:

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any, Self
+from urllib.parse import urlencode
 
 import pyarrow as pa
 import requests
@@ -91,6 +92,13 @@ class TapServiceConfig:
     def with_url(self, url: str | None) -> Self:
         """This configuration pointed at another service (None or "" keeps the URL)."""
         return self if not url else replace(self, url=url)
+
+    def sync_url(self, adql: str, fmt: str = "votable") -> str:
+        """A link that runs `adql` on this service (TAP's synchronous GET form): a browser or
+        TOPCAT opens it as the query's result."""
+        query = urlencode({"REQUEST": "doQuery", "LANG": "ADQL", "FORMAT": fmt,
+                           "QUERY": adql})
+        return f"{self.url.rstrip('/')}/sync?{query}"
 
     def client(self, *, log: LogFn | None = None, sleep: SleepFn = time.sleep) -> TapClient:
         return TapClient(self, sleep=sleep, log=log)

@@ -4,6 +4,14 @@ InputError → 400, NotFoundError → 404); its component ids start with the pag
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from xpipe.serve.pages import overview, properties, search, sky, source, sql
+from xpipe.serve.settings import ServeSettings
 
 PAGES = (overview, sky, properties, source, search, sql)
+
+
+def nav_pages(settings: ServeSettings) -> list[ModuleType]:
+    """The pages in the nav bar: the SQL page only where it is allowed."""
+    return [page for page in PAGES if settings.allow_sql or page is not sql]
