@@ -37,11 +37,13 @@ def current_key(driver: Any, graph: str) -> str | None:
 
 
 def traces(driver: Any, graph: str) -> list[dict[str, Any]]:
-    """The drawn traces: type, name, point count, names (customdata), colour, symbols,
-    heatmap counts (customdata summed)."""
+    """The drawn traces (plotly's full data: typed arrays decoded): type, name, names
+    (customdata), colour, symbol, hover template, heatmap counts (customdata summed)."""
     return driver.execute_script(f"""
         const g = {plot(graph)};
-        return g.data.map((t) => {{
+        const list = (v) => (v && typeof v === 'object' && v.length !== undefined)
+            ? Array.from(v) : v;
+        return g._fullData.map((t) => {{
             const names = (t.type === 'scattergl' && Array.isArray(t.customdata))
                 ? t.customdata.filter((v) => typeof v === 'string') : [];
             let binned = 0;
@@ -49,9 +51,9 @@ def traces(driver: Any, graph: str) -> list[dict[str, Any]]:
                 for (const row of t.customdata) for (const v of row) binned += v || 0;
             }}
             return {{type: t.type, name: t.name, names: names, binned: binned,
-                     colour: t.marker ? t.marker.color : null,
-                     symbols: t.marker && Array.isArray(t.marker.symbol) ? t.marker.symbol : [],
-                     text: Array.isArray(t.text) ? t.text : []}};
+                     colour: t.marker ? list(t.marker.color) : null,
+                     symbol: t.marker ? t.marker.symbol : null,
+                     hover: t.hovertemplate || ''}};
         }});""")
 
 
@@ -84,7 +86,7 @@ def click_isolated_point(driver: Any, graph: str, min_pixels: float = 12.0) -> s
         g.scrollIntoView({{block: 'center'}});
         const area = g.querySelector('.nsewdrag').getBoundingClientRect();
         const pts = [];
-        g.data.forEach((t) => {{
+        g._fullData.forEach((t) => {{
             if (t.type !== 'scattergl' || !Array.isArray(t.customdata)) return;
             for (let i = 0; i < t.x.length; i++) {{
                 if (t.x[i] === null) continue;

@@ -4,11 +4,13 @@ that marks which view a drawn figure shows (the latency benchmark waits for it).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import dash
+import numpy as np
 from dash import Input, Output, html
 from dash.development.base_component import Component
 
@@ -78,6 +80,17 @@ def navigate_to_source(app: dash.Dash, graph: str) -> None:
         if not isinstance(name, str) or not name:
             raise dash.exceptions.PreventUpdate  # a bin or a graticule line
         return source_href(name), ""
+
+
+def typed(values: np.ndarray) -> dict[str, str]:
+    """An array as plotly.js's typed-array form (base64 of little-endian float32 or int32,
+    with its shape): a tenth of JSON's size and time for numbers; NaN stays a gap."""
+    kind = "i4" if np.issubdtype(values.dtype, np.integer) else "f4"
+    array = np.ascontiguousarray(values, dtype="<" + kind)
+    spec = {"dtype": kind, "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
+    if array.ndim > 1:
+        spec["shape"] = ", ".join(str(n) for n in array.shape)
+    return spec
 
 
 def view_key(query: Mapping[str, str], box: list[float | None]) -> str:

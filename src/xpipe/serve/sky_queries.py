@@ -140,6 +140,7 @@ class SkyData:
         self.memory.load("sky_sources", sources, select=xy)
         self.memory.load("sky_references", sources, select="*", where="name IS NOT NULL")
         self.memory.load("sky_classified", reader.frame(CLASSIFIED_SQL))
+        self._graticule = self.graticule()
         self.load_seconds = time.perf_counter() - start
 
     def view(self, flt: SkyFilter, box: Box | None, max_points: int) -> SkyView:
@@ -207,8 +208,14 @@ class SkyData:
                 SELECT line, least(greatest(lon, -{edge}), {edge}) AS lon, lat FROM lines)
             ORDER BY line, lon, lat""")
 
-    def classified_count(self) -> int:
-        return int(self.memory.scalar("SELECT count(*) FROM sky_classified"))
+    def graticule_lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """The graticule as one x and one y array, lines separated by NaN (a plotly gap)."""
+        xs, ys = [], []
+        for _, part in self._graticule.group_by("line", maintain_order=True):
+            xs += [part["x"].to_numpy(), np.array([np.nan])]
+            ys += [part["y"].to_numpy(), np.array([np.nan])]
+        return np.concatenate(xs), np.concatenate(ys)
+
 
 
 CLASSIFIED_COLUMNS = ("name, is_unique, master_class, agg_master_class, hard_class, soft_class, "

@@ -30,6 +30,7 @@ from xpipe.serve.plots import (
     mirror_query_clientside,
     navigate_to_source,
     pass_axis_events_clientside,
+    typed,
     view_key,
 )
 from xpipe.serve.property_queries import (
@@ -220,26 +221,40 @@ def _range(lo: float, hi: float, log: bool) -> dict[str, Any]:
 
 
 def _class_traces(points: pl.DataFrame) -> list[dict[str, Any]]:
-    traces = []
+    """One trace per class and kind; a class is one legend entry (both its symbols)."""
+    traces: list[dict[str, Any]] = []
     for cls in (*class_names(), None):
-        part = points.filter(pl.col("class").is_null() if cls is None else pl.col("class") == cls)
-        if part.height:
-            label = cls or "no master class (votes disagree)"
-            traces.append(_points(part, f"{label} ({part.height:,})", palette.class_colour(cls)))
+        rows = points.filter(pl.col("class").is_null() if cls is None else pl.col("class") == cls)
+        label = cls or "no master class (votes disagree)"
+        first = True
+        for kind in SYMBOLS:
+            part = rows.filter(pl.col("kind") == kind)
+            if part.height:
+                trace = _points(part, f"{label} ({rows.height:,})", palette.class_colour(cls),
+                                f"{KIND_WORDS[kind]}: {label}")
+                trace.update(legendgroup=label, showlegend=first)
+                traces.append(trace)
+                first = False
     return traces + _symbol_legend()
 
 
 def _value_traces(points: pl.DataFrame, label: str) -> list[dict[str, Any]]:
-    valued = points.filter(pl.col("colour").is_not_null())
-    missing = points.filter(pl.col("colour").is_null())
     traces = []
-    if valued.height:
-        trace = _points(valued, f"coloured by {label} ({valued.height:,})", "")
-        trace["marker"] = {**trace["marker"], "color": valued["colour"].to_numpy(),
-                           "coloraxis": "coloraxis"}
-        traces.append(trace)
-    if missing.height:
-        traces.append(_points(missing, f"no {label} ({missing.height:,})", palette.NO_CLASS))
+    for kind in SYMBOLS:
+        rows = points.filter(pl.col("kind") == kind)
+        valued = rows.filter(pl.col("colour").is_not_null())
+        missing = rows.filter(pl.col("colour").is_null())
+        if valued.height:
+            trace = _points(valued, f"{KIND_WORDS[kind]}s ({valued.height:,})", "",
+                            KIND_WORDS[kind])
+            trace["marker"].update(color=typed(valued["colour"].to_numpy()),
+                                   coloraxis="coloraxis")
+            trace["hovertemplate"] = trace["hovertemplate"].replace(
+                "<extra>", f"<br>{label} = %{{marker.color:.4g}}<extra>")
+            traces.append(trace)
+        if missing.height:
+            traces.append(_points(missing, f"{KIND_WORDS[kind]}s without {label} "
+                                  f"({missing.height:,})", palette.NO_CLASS, KIND_WORDS[kind]))
     return traces + _symbol_legend()
 
 
@@ -251,13 +266,12 @@ def _symbol_legend() -> list[dict[str, Any]]:
             for kind, symbol in SYMBOLS.items()]
 
 
-def _points(part: pl.DataFrame, name: str, colour: str) -> dict[str, Any]:
-    kinds = part["kind"].to_list()
-    hover = [f"{KIND_WORDS[kind]}: {cls or 'no master class'}"
-             for kind, cls in zip(kinds, part["class"].to_list(), strict=True)]
+def _points(part: pl.DataFrame, name: str, colour: str, words: str) -> dict[str, Any]:
+    symbol = SYMBOLS[part["kind"][0]]
     return {"type": "scattergl", "mode": "markers", "name": name,
-            "x": part["x"].to_numpy(), "y": part["y"].to_numpy(),
-            "customdata": part["name"].to_list(), "text": hover,
-            "hovertemplate": "%{customdata}<br>%{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>",
+            "x": typed(part["x"].to_numpy()), "y": typed(part["y"].to_numpy()),
+            "customdata": part["name"].to_list(),
+            "hovertemplate": f"%{{customdata}}<br>{words}<br>(%{{x:.4g}}, %{{y:.4g}})"
+                             "<extra></extra>",
             "marker": {"color": colour, "size": 5, "opacity": 0.75, "line": {"width": 0},
-                       "symbol": [SYMBOLS[kind] for kind in kinds]}}
+                       "symbol": symbol}}

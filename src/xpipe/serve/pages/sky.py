@@ -31,6 +31,7 @@ from xpipe.serve.plots import (
     mirror_query_clientside,
     navigate_to_source,
     pass_axis_events_clientside,
+    typed,
     view_key,
 )
 from xpipe.serve.projection import FRAMES
@@ -186,9 +187,9 @@ def _empty_figure() -> dict[str, Any]:
 
 
 def sky_figure(data: SkyData, flt: SkyFilter, view: SkyView) -> dict[str, Any]:
-    """The map as a plotly figure (plain dicts: plotly's validation costs more than the
-    query)."""
-    traces = _graticule(data)
+    """The map as a plotly figure: plain dicts, numbers as typed arrays (plotly's validation
+    and JSON lists cost more than the query)."""
+    traces = [_graticule(data)]
     if view.density is not None and view.density.bins is not None:
         traces.append(_heatmap(view.density.bins, "all detected sources", DENSITY_SCALE, 0.6,
                                colorbar=False))
@@ -216,36 +217,27 @@ def _layout(frame: str, box: Box, key: str) -> dict[str, Any]:
     }
 
 
-def _graticule(data: SkyData) -> list[dict[str, Any]]:
-    lines = data.graticule()
-    xs: list[float | None] = []
-    ys: list[float | None] = []
-    for _, part in lines.group_by("line", maintain_order=True):
-        xs += [*part["x"].to_list(), None]
-        ys += [*part["y"].to_list(), None]
-    return [{"type": "scatter", "mode": "lines", "x": xs, "y": ys, "hoverinfo": "skip",
-             "showlegend": False, "line": {"color": "#c8c8c8", "width": 0.7},
-             "name": "graticule"}]
+def _graticule(data: SkyData) -> dict[str, Any]:
+    x, y = data.graticule_lines()
+    return {"type": "scatter", "mode": "lines", "x": typed(x), "y": typed(y),
+            "hoverinfo": "skip", "showlegend": False, "connectgaps": False,
+            "line": {"color": "#c8c8c8", "width": 0.7}, "name": "graticule"}
 
 
-def _heatmap(bins: Bins, name: str, colorscale: str, opacity: float, *, colorbar: bool
+def _heatmap(bins: Bins, name: str, colorscale: Any, opacity: float, *, colorbar: bool
              ) -> dict[str, Any]:
-    counts = bins.counts.astype(float)
+    counts = bins.counts
     z = np.where(counts > 0, np.log10(np.maximum(counts, 1)), np.nan)
     trace: dict[str, Any] = {
-        "type": "heatmap", "name": name, "x": bins.x_centres.tolist(),
-        "y": bins.y_centres.tolist(), "z": _rows(z), "customdata": _rows(counts),
+        "type": "heatmap", "name": name, "x": typed(bins.x_centres), "y": typed(bins.y_centres),
+        "z": typed(z), "customdata": typed(counts.astype(np.int32)),
         "colorscale": colorscale, "opacity": opacity, "showscale": colorbar,
-        "hovertemplate": f"%{{customdata:,.0f}} {name} in this bin<extra></extra>",
+        "hovertemplate": f"%{{customdata:,}} {name} in this bin<extra></extra>",
         "hoverongaps": False, "zsmooth": False,
     }
     if colorbar:
         trace["colorbar"] = {"title": {"text": "log₁₀ sources per bin"}, "len": 0.6}
     return trace
-
-
-def _rows(values: np.ndarray) -> list[list[float | None]]:
-    return [[None if np.isnan(v) else float(v) for v in row] for row in values]
 
 
 def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
@@ -258,47 +250,41 @@ def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
     groups.append(("ambiguous", ~pl.col("is_unique")))
     for label, condition in groups:
         part = points.filter(condition) if points.height else points
-        if not part.height:
-            continue
-        colour = palette.NO_CLASS if label == "ambiguous" else palette.agg_colour(label)
-        traces.append(_points(part, f"{label} ({part.height:,})", colour, "circle",
-                              _classified_hover(part)))
+        if part.height:
+            colour = palette.NO_CLASS if label == "ambiguous" else palette.agg_colour(label)
+            words = ("votes disagree" if label == "ambiguous"
+                     else f"uniquely classified, aggregated class {label}")
+            traces.append(_points(part, f"{label} ({part.height:,})", colour, "circle", words))
     return traces
-
-
-def _classified_hover(part: pl.DataFrame) -> list[str]:
-    rows = zip(part["master_class"].to_list(), part["hard_class"].to_list(),
-               part["soft_class"].to_list(), part["master_probability"].to_list(),
-               part["detection_count"].to_list(), strict=True)
-    return [(f"{master} · p̄ = {prob:.3f}" if master else
-             f"ambiguous: hard {hard}, soft {soft} (p̄ = {prob:.3f})") + f" · {n} det."
-            for master, hard, soft, prob, n in rows]
 
 
 def _reference_traces(layer: Layer) -> list[dict[str, Any]]:
     if layer.bins is not None:
         bins = layer.bins
         return [{"type": "contour", "name": "SIMBAD references (binned)",
-                 "x": bins.x_centres.tolist(), "y": bins.y_centres.tolist(),
-                 "z": _rows(np.log10(np.maximum(bins.counts.astype(float), 0.5))),
+                 "x": typed(bins.x_centres), "y": typed(bins.y_centres),
+                 "z": typed(np.log10(np.maximum(bins.counts, 0.5))),
                  "contours": {"coloring": "lines", "showlabels": False},
                  "colorscale": "Reds", "showscale": False, "line": {"width": 1},
                  "hoverinfo": "skip", "showlegend": True, "ncontours": 6}]
     points = layer.points if layer.points is not None else pl.DataFrame()
-    if not points.height:
-        return []
-    colours = [palette.agg_colour(agg) for agg in points["agg_class"].to_list()]
-    hover = [f"SIMBAD reference: {cls}" for cls in points["class"].to_list()]
-    trace = _points(points, f"SIMBAD references ({points.height:,})", colours, "diamond-open",
-                    hover)
-    trace["marker"]["size"] = 7
-    return [trace]
+    traces = []
+    for agg in aggregated_class_names():
+        part = points.filter(pl.col("agg_class") == agg) if points.height else points
+        if part.height:
+            trace = _points(part, f"SIMBAD references ({points.height:,})",
+                            palette.agg_colour(agg), "diamond-open",
+                            f"SIMBAD reference, aggregated class {agg}")
+            trace.update(legendgroup="references", showlegend=not traces)
+            trace["marker"]["size"] = 7
+            traces.append(trace)
+    return traces
 
 
-def _points(part: pl.DataFrame, name: str, colour: str | list[str], symbol: str,
-            hover: list[str]) -> dict[str, Any]:
+def _points(part: pl.DataFrame, name: str, colour: str, symbol: str, words: str
+            ) -> dict[str, Any]:
     return {"type": "scattergl", "mode": "markers", "name": name,
-            "x": part["x"].to_numpy(), "y": part["y"].to_numpy(),
-            "customdata": part["name"].to_list(), "text": hover,
-            "hovertemplate": "%{customdata}<br>%{text}<extra></extra>",
+            "x": typed(part["x"].to_numpy()), "y": typed(part["y"].to_numpy()),
+            "customdata": part["name"].to_list(),
+            "hovertemplate": f"%{{customdata}}<br>{words}<extra></extra>",
             "marker": {"color": colour, "size": 5, "symbol": symbol, "opacity": 0.85}}
