@@ -213,6 +213,8 @@ class Session:
 
 # ---- the interactions -----------------------------------------------------------------------
 
+# Each round opens its page from the nav bar (default filters), then changes each control
+# away from its default, so every action changes the view.
 def sky_rounds(s: Session, facts: dict[str, Any], rounds: int) -> None:
     graph = "sky-graph"
     for i in range(rounds):
@@ -224,11 +226,11 @@ def sky_rounds(s: Session, facts: dict[str, Any], rounds: int) -> None:
         s.close_menus()
         s.type_text("sky-min-prob", ("0.7", "0.3")[i % 2])
         s.redraw("sky: minimum probability", graph, s.enter("sky-min-prob"))
-        s.type_text("sky-min-det", ("2", "1")[i % 2])
+        s.type_text("sky-min-det", ("2", "3")[i % 2])
         s.redraw("sky: minimum detections", graph, s.enter("sky-min-det"))
         s.redraw("sky: references layer", graph, s.pick("sky-layers", "references"))
         s.redraw("sky: density layer", graph, s.pick("sky-layers", "density"))
-        s.redraw("sky: frame", graph, s.pick("sky-frame", ("equatorial", "galactic")[i % 2]))
+        s.redraw("sky: frame", graph, s.pick("sky-frame", "equatorial"))
         s.redraw("sky: zoom", graph, s.relayout(graph, {"xaxis.range": [-0.8, 0.4],
                                                         "yaxis.range": [-0.4, 0.3]}))
         s.redraw("sky: zoom further", graph, s.relayout(graph, {"xaxis.range": [-0.2, 0.1],
@@ -240,14 +242,16 @@ def sky_rounds(s: Session, facts: dict[str, Any], rounds: int) -> None:
 def property_rounds(s: Session, facts: dict[str, Any], rounds: int) -> None:
     graph = "props-graph"
     for i in range(rounds):
+        s.timed("overview: open", s.nav("overview"),
+                lambda: s.exists("#overview-classes .main-svg"))
         s.timed("properties: open", s.nav("properties"), lambda: s.view(graph))
         s.redraw("properties: detections/sources", graph,
-                 s.pick("props-level", ("sources", "detections")[i % 2]))
-        s.redraw("properties: x axis", graph, s.option("props-x", ("bb_kt", "hard_ms")[i % 2]))
-        s.redraw("properties: y axis", graph, s.option("props-y", ("P(QSO)", "hard_hm")[i % 2]))
+                 s.pick("props-level", "sources"))
+        s.redraw("properties: x axis", graph, s.option("props-x", ("bb_kt", "powlaw_gamma")[i % 2]))
+        s.redraw("properties: y axis", graph, s.option("props-y", ("P(QSO)", "var_prob_b")[i % 2]))
         s.redraw("properties: log x", graph, s.pick("props-log", "log_x"))
         s.redraw("properties: colour", graph,
-                 s.option("props-colour", ("var_prob_b", "class")[i % 2]))
+                 s.option("props-colour", ("var_prob_b", "bb_kt")[i % 2]))
         s.redraw("properties: class filter", graph,
                  s.option("props-class", ("QSO", "HMXB")[i % 2]))
         s.close_menus()

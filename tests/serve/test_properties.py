@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
+from typing import Any
 
 import polars as pl
 import pytest
-from browser import assert_no_console_errors, screenshot
+from browser import assert_no_console_errors, screenshot, severe_console_entries
 from plot_pages import (
     choose,
     drawn_names,
@@ -39,7 +40,8 @@ def rows(live_server: LiveServer) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def crowded(live_server: LiveServer, rows: pl.DataFrame) -> Iterator[tuple[LiveServer, int]]:
+def crowded(live_server: LiveServer, browser: Any, rows: pl.DataFrame
+            ) -> Iterator[tuple[LiveServer, int]]:
     """The same warehouse served with a point limit a fifth of the detections shown."""
     limit = rows.height // 5
     app, server, thread = start_server(live_server.warehouse, max_points=limit)
@@ -47,6 +49,8 @@ def crowded(live_server: LiveServer, rows: pl.DataFrame) -> Iterator[tuple[LiveS
         yield LiveServer(f"http://127.0.0.1:{server.server_port}", live_server.warehouse,
                          live_server.reader), limit
     finally:
+        browser.get("about:blank")  # no request of its pages reaches the stopped server
+        severe_console_entries(browser)
         stop_server(app, server, thread)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 import polars as pl
 import pytest
-from browser import assert_no_console_errors, screenshot
+from browser import assert_no_console_errors, screenshot, severe_console_entries
 from plot_pages import (
     click_isolated_point,
     drag_zoom,
@@ -41,7 +42,7 @@ def _classified(server: LiveServer, where: str = "TRUE") -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def crowded(live_server: LiveServer) -> Iterator[tuple[LiveServer, int]]:
+def crowded(live_server: LiveServer, browser: Any) -> Iterator[tuple[LiveServer, int]]:
     """The same warehouse served with a point limit a quarter of its classified sources."""
     limit = _classified(live_server).height // 4
     app, server, thread = start_server(live_server.warehouse, max_points=limit)
@@ -49,6 +50,8 @@ def crowded(live_server: LiveServer) -> Iterator[tuple[LiveServer, int]]:
         yield LiveServer(f"http://127.0.0.1:{server.server_port}", live_server.warehouse,
                          live_server.reader), limit
     finally:
+        browser.get("about:blank")  # no request of its pages reaches the stopped server
+        severe_console_entries(browser)
         stop_server(app, server, thread)
 
 

@@ -11,7 +11,9 @@ and the density of all sources. A request then filters and aggregates those tabl
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +26,7 @@ from xpipe.serve.views import Box, Votes
 
 GRID_COLUMNS = 200  # bins across the visible width when a layer is drawn as counts
 CONTOUR_COLUMNS = 60  # coarser bins for the references' contour lines
+BINNED_VIEWS_KEPT = 64  # binned layers remembered (a few hundred kB each at most)
 FULL_SKY = Box(-3.0, 3.0, -1.5, 1.5)  # the whole map, with a margin
 
 
@@ -134,6 +137,8 @@ class SkyData:
 
     def __init__(self, reader: WarehouseReader, memory: MemoryTables | None = None) -> None:
         self.memory = memory or MemoryTables()
+        self._binned: OrderedDict[tuple, Bins] = OrderedDict()
+        self._lock = threading.Lock()
         start = time.perf_counter()
         sources = reader.frame(SOURCES_SQL)
         xy = ", ".join(f"{a}_{f}" for f in FRAMES for a in "xy")
@@ -174,6 +179,28 @@ class SkyData:
 
     def _bins(self, table: str, cond: str, args: list[object], x: str, y: str, box: Box,
               grid_columns: int) -> Bins:
+        """Counts per bin, remembered: binning every source at 10⁷ detections takes a few
+        tenths of a second, and the density and reference layers do not change with the
+        classified sources' filters."""
+        key = (table, cond, repr(args), x, y, box, grid_columns)
+        with self._lock:
+            if key in self._binned:
+                self._binned.move_to_end(key)
+                return self._binned[key]
+        bins = self._count_bins(table, cond, args, x, y, box, grid_columns)
+        with self._lock:
+            self._binned[key] = bins
+            while len(self._binned) > BINNED_VIEWS_KEPT:
+                self._binned.popitem(last=False)
+        return bins
+
+    def warm(self, max_points: int) -> None:
+        """Bin the whole sky's layers once now, in both frames (what a first visit shows)."""
+        for frame in FRAMES:
+            self.view(SkyFilter(frame=frame, references=True, density=True), None, max_points)
+
+    def _count_bins(self, table: str, cond: str, args: list[object], x: str, y: str, box: Box,
+                    grid_columns: int) -> Bins:
         rows, cols = grid_shape(box, grid_columns)
         dx, dy = (box.x1 - box.x0) / cols, (box.y1 - box.y0) / rows
         cells = self.memory.frame(

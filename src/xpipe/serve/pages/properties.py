@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import dash
 import polars as pl
@@ -51,6 +52,7 @@ PATH = "/properties"
 TITLE = "Properties"
 SYMBOLS = {"reference": "diamond", "target": "circle"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
+_DATA: WeakKeyDictionary[PageContext, PropertyData] = WeakKeyDictionary()  # per app
 
 
 def property_filter(query: Mapping[str, str]) -> PropertyFilter:
@@ -86,7 +88,9 @@ def _axis_options() -> list[dict[str, str]]:
 
 
 def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Component:
+    """The page with its first view drawn in (one round trip less than drawing it after)."""
     flt = property_filter(query)
+    view = _DATA[ctx].view(flt, None, ctx.settings.max_points)
     logs = [name for name in ("log_x", "log_y") if getattr(flt, name)]
     radio = control_style()
     controls = form([
@@ -115,11 +119,12 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
     return html.Div([
         html.H1(TITLE),
         controls,
-        html.Div(id="props-status"),
-        dcc.Graph(id="props-graph", config=GRAPH_CONFIG, style={"height": "620px"}),
+        html.Div(status(flt, view), id="props-status"),
+        dcc.Graph(id="props-graph", config=GRAPH_CONFIG, style={"height": "620px"},
+                  figure=property_figure(flt, view, None)),
         dcc.Store(id="props-box"),
         dcc.Store(id="props-relayout"),
-        dcc.Store(id="props-query"),
+        dcc.Store(id="props-query", data=query_of(flt)),
         html.Div(id="props-query-mirror", hidden=True),
         html.P("Detections: the references and classified targets the method used (their "
                "class: the SIMBAD label, or the predicted class). Sources: the mean over "
@@ -130,7 +135,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
 
 
 def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
-    data = PropertyData(ctx.reader)  # built once, at startup
+    data = _DATA[ctx] = PropertyData(ctx.reader)  # built once, at startup
     resets = ("props-level", "props-x", "props-y", "props-log")
 
     @app.callback(Output("props-box", "data"),
@@ -153,7 +158,8 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
                   Input("props-level", "value"), Input("props-x", "value"),
                   Input("props-y", "value"), Input("props-log", "value"),
                   Input("props-colour", "value"), Input("props-class", "value"),
-                  Input("props-kind", "value"), Input("props-box", "data"))
+                  Input("props-kind", "value"), Input("props-box", "data"),
+                  prevent_initial_call=True)
     def draw(level: str, x: str, y: str, logs: list[str] | None, colour: str,
              classes: list[str] | None, kind: str, box: Any) -> tuple[Any, Any, Any]:
         query = {"level": level or "", "x": x or "", "y": y or "", "colour": colour or "",
