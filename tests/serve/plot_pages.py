@@ -9,6 +9,7 @@ from typing import Any
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -121,6 +122,14 @@ def choose(driver: Any, dropdown: str, option: str) -> None:
         if element.text.strip() == option:
             element.click()
             return
+
+
+def fill(driver: Any, field: str, text: str) -> None:
+    """Type into an input as a user would, then Enter (clear() does not reach React)."""
+    box = driver.find_element(By.ID, field)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text + Keys.ENTER)
 
 
 def pick_radio(driver: Any, group: str, value: str) -> None:

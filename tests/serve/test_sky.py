@@ -11,11 +11,12 @@ from urllib.parse import unquote
 import numpy as np
 import polars as pl
 import pytest
-from browser import assert_no_console_errors, screenshot, severe_console_entries
+from browser import assert_no_console_errors, screenshot, severe_console_entries, wait_for
 from plot_pages import (
     click_isolated_point,
     drag_zoom,
     drawn_names,
+    fill,
     pick_radio,
     relayout,
     search_params,
@@ -24,6 +25,7 @@ from plot_pages import (
     view_key,
     wait_for_view,
 )
+from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from serve.conftest import LiveServer, start_server, stop_server
 from sky_reference import map_xy
@@ -78,6 +80,16 @@ def test_sky_draws_the_classified_sources_and_filters_them(live_server, browser)
     wait_for_view(browser, GRAPH, before)
     assert sorted(drawn_names(browser, GRAPH)) == sorted(unique["name"])
     assert search_params(browser) == {"votes": "unique"}  # ... mirrored in the URL
+
+    before = view_key(browser, GRAPH)
+    fill(browser, "sky-min-prob", "1.5")  # a bad value: its message, the view stays
+    error = wait_for(browser, "#sky-error-text").text
+    assert "min_prob=1.5 is out of range: expected a number from 0 to 1" in error
+    assert view_key(browser, GRAPH) == before
+    fill(browser, "sky-min-prob", "0.5")
+    wait_for_view(browser, GRAPH, before)
+    assert browser.find_elements(By.ID, "sky-error-text") == []
+    assert search_params(browser) == {"votes": "unique", "min_prob": "0.5"}
 
     browser.get(live_server.url + "/sky?class=XB,YSO&votes=all&min_prob=0.5&min_det=2"
                 "&frame=equatorial")  # a shared view

@@ -119,6 +119,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
     return html.Div([
         html.H1(TITLE),
         controls,
+        html.Div(id="props-error"),
         html.Div(status(flt, view), id="props-status"),
         dcc.Graph(id="props-graph", config=GRAPH_CONFIG, style={"height": "620px"},
                   figure=property_figure(flt, view, None)),
@@ -136,41 +137,42 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
 
 def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
     data = _DATA[ctx] = PropertyData(ctx.reader)  # built once, at startup
-    resets = ("props-level", "props-x", "props-y", "props-log")
+    resets = ("props-level", "props-x", "props-y", "props-log")  # other axes: whole range
 
-    @app.callback(Output("props-box", "data"),
-                  Input("props-relayout", "data"),
-                  *(Input(name, "value") for name in resets),
-                  State("props-box", "data"), prevent_initial_call=True)
-    def zoom(relayout: dict[str, Any] | None, level: str, x: str, y: str,
-             logs: list[str] | None, stored: Any) -> Any:
-        if dash.ctx.triggered_id in resets:
-            return None  # other axes: the whole range again
-        logs = logs or []
-        changed, box = zoomed_box(relayout, Box.from_list(stored), log_x="log_x" in logs,
-                                  log_y="log_y" in logs)
-        if not changed:
-            raise dash.exceptions.PreventUpdate
-        return None if box is None else box.as_list()
-
+    # One callback draws every change, a zoom included: one round trip per interaction.
     @app.callback(Output("props-graph", "figure"), Output("props-status", "children"),
-                  Output("props-query", "data"),
+                  Output("props-error", "children"), Output("props-query", "data"),
+                  Output("props-box", "data"),
                   Input("props-level", "value"), Input("props-x", "value"),
                   Input("props-y", "value"), Input("props-log", "value"),
                   Input("props-colour", "value"), Input("props-class", "value"),
-                  Input("props-kind", "value"), Input("props-box", "data"),
+                  Input("props-kind", "value"), Input("props-relayout", "data"),
+                  State("props-box", "data"), State("props-query", "data"),
                   prevent_initial_call=True)
     def draw(level: str, x: str, y: str, logs: list[str] | None, colour: str,
-             classes: list[str] | None, kind: str, box: Any) -> tuple[Any, Any, Any]:
+             classes: list[str] | None, kind: str, relayout: Any, stored_box: Any,
+             shown: Any) -> tuple:
+        trigger = dash.ctx.triggered_id
+        box = None if trigger in resets else Box.from_list(stored_box)
+        if trigger == "props-relayout":
+            changed, box = zoomed_box(relayout, box, log_x="log_x" in (logs or []),
+                                      log_y="log_y" in (logs or []))
+            if not changed:
+                raise dash.exceptions.PreventUpdate
         query = {"level": level or "", "x": x or "", "y": y or "", "colour": colour or "",
                  "class": ",".join(classes or []), "kind": kind or "",
                  **{name: "1" if name in (logs or []) else "0" for name in ("log_x", "log_y")}}
         try:
             flt = property_filter(query)
         except InputError as exc:
-            return dash.no_update, ui.message(str(exc), id="props-error"), dash.no_update
-        view = data.view(flt, Box.from_list(box), ctx.settings.max_points)
-        return property_figure(flt, view, box), status(flt, view), query_of(flt)
+            return (dash.no_update, dash.no_update, ui.message(str(exc), id="props-error-text"),
+                    dash.no_update, dash.no_update)
+        if trigger != "props-relayout" and query_of(flt) == shown:
+            return dash.no_update, dash.no_update, None, dash.no_update, dash.no_update
+        view = data.view(flt, box, ctx.settings.max_points)
+        stored = None if box is None else box.as_list()
+        return (property_figure(flt, view, stored), status(flt, view), None, query_of(flt),
+                stored)
 
     mirror_query_clientside(app, "props")
     pass_axis_events_clientside(app, "props")

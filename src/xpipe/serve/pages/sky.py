@@ -94,11 +94,12 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
             id="sky-votes", options=[{"label": v, "value": v} for v in VOTES],
             value=flt.votes, **radio)),
         field("min. mean probability", dcc.Input(
-            id="sky-min-prob", type="number", min=0, max=1, step=0.05,
-            value=flt.min_probability, debounce=True, style={"width": "6em"})),
+            # text, not number: what is typed reaches the same check as the URL's value
+            id="sky-min-prob", type="text", inputMode="decimal", debounce=True,
+            value=f"{flt.min_probability:g}", style={"width": "6em"})),
         field("min. detections", dcc.Input(
-            id="sky-min-det", type="number", min=1, step=1, value=flt.min_detections,
-            debounce=True, style={"width": "6em"})),
+            id="sky-min-det", type="text", inputMode="numeric", debounce=True,
+            value=str(flt.min_detections), style={"width": "6em"})),
         field("layers", dcc.Checklist(
             id="sky-layers", options=[{"label": LAYER_LABELS[n], "value": n} for n in LAYERS],
             value=layers, **radio)),
@@ -106,6 +107,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
     return html.Div([
         html.H1(TITLE),
         controls,
+        html.Div(id="sky-error"),
         html.Div(status(view), id="sky-status"),
         dcc.Graph(id="sky-graph", config=GRAPH_CONFIG, style={"height": "640px"},
                   figure=sky_figure(data, flt, view)),
@@ -126,32 +128,35 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
     data = _DATA[ctx] = SkyData(ctx.reader)  # built once, at startup
     data.warm(ctx.settings.max_points)
 
-    @app.callback(Output("sky-box", "data"),
-                  Input("sky-relayout", "data"), Input("sky-frame", "value"),
-                  State("sky-box", "data"), prevent_initial_call=True)
-    def zoom(relayout: dict[str, Any] | None, frame: str, stored: Any) -> Any:
-        if dash.ctx.triggered_id == "sky-frame":
-            return None  # a new frame starts from the whole sky
-        changed, box = zoomed_box(relayout, Box.from_list(stored))
-        if not changed:
-            raise dash.exceptions.PreventUpdate
-        return None if box is None else box.clip(FULL_SKY).as_list()
-
+    # One callback draws every change, a zoom included: one round trip per interaction.
     @app.callback(Output("sky-graph", "figure"), Output("sky-status", "children"),
-                  Output("sky-query", "data"),
+                  Output("sky-error", "children"), Output("sky-query", "data"),
+                  Output("sky-box", "data"),
                   Input("sky-frame", "value"), Input("sky-class", "value"),
                   Input("sky-votes", "value"), Input("sky-min-prob", "value"),
                   Input("sky-min-det", "value"), Input("sky-layers", "value"),
-                  Input("sky-box", "data"), prevent_initial_call=True)
+                  Input("sky-relayout", "data"), State("sky-box", "data"),
+                  State("sky-query", "data"), prevent_initial_call=True)
     def draw(frame: str, classes: list[str] | None, votes: str, min_prob: Any, min_det: Any,
-             layers: list[str] | None, box: Any) -> tuple[Any, Any, Any]:
-        query = _controls_query(frame, classes, votes, min_prob, min_det, layers)
+             layers: list[str] | None, relayout: Any, stored_box: Any, shown: Any) -> tuple:
+        trigger = dash.ctx.triggered_id
+        box = None if trigger == "sky-frame" else Box.from_list(stored_box)
+        if trigger == "sky-relayout":
+            changed, box = zoomed_box(relayout, box)
+            if not changed:
+                raise dash.exceptions.PreventUpdate
+        box = box.clip(FULL_SKY) if box is not None else None
         try:
-            flt = sky_filter(query)
+            flt = sky_filter(_controls_query(frame, classes, votes, min_prob, min_det, layers))
         except InputError as exc:
-            return dash.no_update, ui.message(str(exc), id="sky-error"), dash.no_update
-        view = data.view(flt, Box.from_list(box), ctx.settings.max_points)
-        return sky_figure(data, flt, view), status(view), query_of(flt)
+            return (dash.no_update, dash.no_update, ui.message(str(exc), id="sky-error-text"),
+                    dash.no_update, dash.no_update)
+        if trigger != "sky-relayout" and query_of(flt) == shown:
+            # the view on screen already (a number box losing focus sends its value again)
+            return dash.no_update, dash.no_update, None, dash.no_update, dash.no_update
+        view = data.view(flt, box, ctx.settings.max_points)
+        return (sky_figure(data, flt, view), status(view), None, query_of(flt),
+                None if box is None else box.as_list())
 
     mirror_query_clientside(app, "sky")
     pass_axis_events_clientside(app, "sky")
@@ -160,7 +165,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
 
 def _controls_query(frame: str, classes: list[str] | None, votes: str, min_prob: Any,
                     min_det: Any, layers: list[str] | None) -> dict[str, str]:
-    """The controls' values as URL parameters (an empty number box means its default)."""
+    """The controls' values as URL parameters (an empty box means its default)."""
     query = {"frame": frame or "", "class": ",".join(classes or []), "votes": votes or ""}
     for key, value in (("min_prob", min_prob), ("min_det", min_det)):
         query[key] = "" if value is None else str(value)
