@@ -38,10 +38,38 @@ class LiveServer:
             return exc.code, exc.read().decode()
 
 
+NO_ERRORS_WHERE = "hash(name) % 7 = 0"  # sources whose detections get no published limits
+SERVE_DRAWS = 20
+
+
+def draw_uncertainty(warehouse: Path) -> None:
+    """`xpipe uncertainty` on the warehouse, with every limit of one source in seven removed
+    first (those sources then have no published errors: NULL class stability)."""
+    import duckdb
+    from click.testing import CliRunner
+
+    from xpipe.cli.main import main
+    from xpipe.warehouse.seeds import confidence_limits
+    from xpipe.warehouse.sql_models import load_macros, run_models
+
+    with duckdb.connect(str(warehouse)) as con:
+        nulls = ", ".join(f"{e.lolim} = NULL, {e.hilim} = NULL"
+                          for e in confidence_limits().values())
+        con.execute(f"UPDATE raw.detections SET {nulls} WHERE {NO_ERRORS_WHERE}")
+        load_macros(con)
+        run_models(con, names=["model.stg_detections", "model.detection_limits"])
+    result = CliRunner().invoke(main, ["--warehouse", str(warehouse), "uncertainty", "--draws",
+                                       str(SERVE_DRAWS), "--seed", "3"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
 @pytest.fixture(scope="session")
 def serve_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the science tests' small simulated, classified warehouse."""
-    return classified_copy(tmp_path_factory, "serve")
+    """A copy of the science tests' small simulated, classified warehouse, after `xpipe
+    uncertainty` (some sources without published errors)."""
+    warehouse = classified_copy(tmp_path_factory, "serve")
+    draw_uncertainty(warehouse)
+    return warehouse
 
 
 def start_server(warehouse: Path, **settings: Any) -> tuple[Any, Any, threading.Thread]:

@@ -7,6 +7,10 @@ map coordinates in both frames already computed (`projection`): a source's posit
 its first classified detection for the classified layer (results.source_class, as the
 published tables give it), and that of its first detection (lowest det_id) for the references
 and the density of all sources. A request then filters and aggregates those tables only.
+
+A classified source carries its class stability (results.source_class_stability) when the
+uncertainty results are current for the stored classification; NULL means "no published
+errors" (unknown), which the filter treats apart (`errors`), never as 0 or 1.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from xpipe.core.errors import InputError
+from xpipe.predict.uncertainty import UncertaintyState, uncertainty_state
 from xpipe.serve.memory import MemoryTables
 from xpipe.serve.projection import FRAMES, Frame, frame_lon_lat, hammer_aitoff_sql
 from xpipe.serve.reader import WarehouseReader
@@ -57,19 +64,32 @@ LEFT JOIN model.source_labels AS l ON l.name = p.name AND l.role = 'reference'
 LEFT JOIN model.classes AS c ON c.class = l.label_class
 """
 
-# One row per classified source: its votes, the aggregated classes of both votes (the class
-# filter matches an ambiguous source by either), and the mean probability of its soft-vote
-# class (for a uniquely classified source, its master class).
-CLASSIFIED_SQL = f"""
+# Which sources the stability filter keeps: "any" (those without published errors too: their
+# stability is unknown, so the minimum does not apply to them), "with" (a stability, at least
+# the minimum) or "without" (only those without published errors).
+Errors = Literal["any", "with", "without"]
+ERRORS: tuple[Errors, ...] = ("any", "with", "without")
+
+
+def classified_sql(with_stability: bool) -> str:
+    """One row per classified source: its votes, the aggregated classes of both votes (the
+    class filter matches an ambiguous source by either), the mean probability of its
+    soft-vote class (for a uniquely classified source, its master class), and its class
+    stability (NULL without current uncertainty results or without published errors)."""
+    stability = ("st.class_stability" if with_stability else "CAST(NULL AS DOUBLE)")
+    join = ("LEFT JOIN results.source_class_stability AS st ON st.name = s.name"
+            if with_stability else "")
+    return f"""
 SELECT
     s.name, s.detection_count, s.is_unique, s.master_class, s.agg_master_class,
     s.hard_class, s.soft_class, hc.agg_class AS hard_agg_class, sc.agg_class AS soft_agg_class,
-    p.mean_probability AS master_probability,
+    p.mean_probability AS master_probability, {stability} AS class_stability,
     {_xy_columns("s.ra", "s.dec")}
 FROM results.source_class AS s
 JOIN results.source_class_probs AS p ON p.name = s.name AND p.class = s.soft_class
 LEFT JOIN model.classes AS hc ON hc.class = s.hard_class
 LEFT JOIN model.classes AS sc ON sc.class = s.soft_class
+{join}
 """
 
 
@@ -82,8 +102,14 @@ class SkyFilter:
     votes: Votes = "all"
     min_probability: float = 0.0
     min_detections: int = 1
+    min_stability: float = 0.0
+    errors: Errors = "any"
     references: bool = False
     density: bool = False
+
+    @property
+    def uses_stability(self) -> bool:
+        return self.min_stability > 0 or self.errors != "any"
 
 
 @dataclass(frozen=True)
@@ -124,6 +150,7 @@ class SkyView:
     references: Layer | None = None
     density: Layer | None = None
     seconds: float = field(default=0.0, compare=False)
+    no_errors: int | None = None  # classified sources in view without published errors
 
 
 def grid_shape(box: Box, columns: int = GRID_COLUMNS) -> tuple[int, int]:
@@ -140,16 +167,26 @@ class SkyData:
         self._binned: OrderedDict[tuple, Bins] = OrderedDict()
         self._lock = threading.Lock()
         start = time.perf_counter()
+        self.uncertainty: UncertaintyState = reader.cached("uncertainty-state",
+                                                           uncertainty_state)
         sources = reader.frame(SOURCES_SQL)
         xy = ", ".join(f"{a}_{f}" for f in FRAMES for a in "xy")
         self.memory.load("sky_sources", sources, select=xy)
         self.memory.load("sky_references", sources, select="*", where="name IS NOT NULL")
-        self.memory.load("sky_classified", reader.frame(CLASSIFIED_SQL))
+        self.memory.load("sky_classified",
+                         reader.frame(classified_sql(self.uncertainty.current)))
         self._graticule = self.graticule()
         self.load_seconds = time.perf_counter() - start
 
+    def check(self, flt: SkyFilter) -> None:
+        """A stability filter needs current uncertainty results: say how to get them."""
+        if flt.uses_stability and not self.uncertainty.current:
+            raise InputError("the class-stability filter (min_stab, errors) needs the "
+                             "uncertainty results: " + self.uncertainty.message())
+
     def view(self, flt: SkyFilter, box: Box | None, max_points: int) -> SkyView:
         """The layers `flt` asks for inside `box` (the whole sky when None)."""
+        self.check(flt)
         start = time.perf_counter()
         box = box or FULL_SKY
         x, y = f"x_{flt.frame}", f"y_{flt.frame}"
@@ -163,7 +200,14 @@ class SkyData:
                                      max_points, REFERENCE_COLUMNS, CONTOUR_COLUMNS)
         if flt.density:
             density = self._layer("sky_sources", "TRUE", [], x, y, box, 0, "")
-        return SkyView(box, classified, references, density, time.perf_counter() - start)
+        no_errors = None
+        if self.uncertainty.current:
+            no_errors = int(self.memory.scalar(
+                f"SELECT count(*) FROM sky_classified WHERE ({where}) AND class_stability IS "
+                f"NULL AND {x} BETWEEN ? AND ? AND {y} BETWEEN ? AND ?",
+                [*params, box.x0, box.x1, box.y0, box.y1]))
+        return SkyView(box, classified, references, density, time.perf_counter() - start,
+                       no_errors)
 
     def _layer(self, table: str, where: str, params: list[object], x: str, y: str, box: Box,
                max_points: int, columns: str, grid_columns: int = GRID_COLUMNS) -> Layer:
@@ -246,7 +290,7 @@ class SkyData:
 
 
 CLASSIFIED_COLUMNS = ("name, is_unique, master_class, agg_master_class, hard_class, soft_class, "
-                      "master_probability, detection_count")
+                      "master_probability, detection_count, class_stability")
 REFERENCE_COLUMNS = "name, class, agg_class"
 
 
@@ -260,6 +304,14 @@ def _classified_where(flt: SkyFilter) -> tuple[str, list[object]]:
     """SQL condition and its parameters for the classified layer's filters."""
     parts = ["master_probability >= ?", "detection_count >= ?"]
     params: list[object] = [flt.min_probability, flt.min_detections]
+    if flt.errors == "with":
+        parts.append("class_stability >= ?")
+        params.append(flt.min_stability)
+    elif flt.errors == "without":
+        parts.append("class_stability IS NULL")
+    elif flt.min_stability > 0:
+        parts.append("(class_stability IS NULL OR class_stability >= ?)")
+        params.append(flt.min_stability)
     if flt.votes != "all":
         parts.append("is_unique" if flt.votes == "unique" else "NOT is_unique")
     if flt.classes:

@@ -5,6 +5,11 @@ SIMBAD references and the density of every detected source are layers to switch 
 with more than `max_points` sources in view is drawn as counts on a grid (DuckDB bins them),
 and zooming re-queries the visible box, so points appear once few enough are in view. A click
 on a source opens its page. The filters are mirrored in the URL (shareable views).
+
+After `xpipe uncertainty`, a minimum class stability filters the classified sources; sources
+without published errors (NULL stability: unknown) are kept, hidden or shown alone by the
+`errors` choice, never counted as 0 or 1. Without current results the filter says how to get
+them.
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ from xpipe.serve.plots import (
 )
 from xpipe.serve.projection import FRAMES
 from xpipe.serve.routing import number, require_no_subpath
-from xpipe.serve.sky_queries import FULL_SKY, Bins, Layer, SkyData, SkyFilter, SkyView
+from xpipe.serve.sky_queries import (
+    ERRORS,
+    FULL_SKY,
+    Bins,
+    Layer,
+    SkyData,
+    SkyFilter,
+    SkyView,
+)
 from xpipe.serve.views import VOTES, Box, zoomed_box
 from xpipe.warehouse.seeds import aggregated_class_names
 
@@ -46,6 +59,8 @@ TITLE = "Sky"
 LAYERS = ("references", "density")
 LAYER_LABELS = {"references": "SIMBAD references", "density": "all detected sources (density)"}
 DENSITY_SCALE = [[0.0, "#efefef"], [1.0, "#5f5f5f"]]
+ERROR_LABELS = {"any": "all (without published errors: kept, stability unknown)",
+                "with": "with published errors only", "without": "no published errors only"}
 _DATA: WeakKeyDictionary[PageContext, SkyData] = WeakKeyDictionary()  # per app
 
 
@@ -57,6 +72,8 @@ def sky_filter(query: Mapping[str, str]) -> SkyFilter:
         votes=choice(query, "votes", VOTES, "all"),
         min_probability=number(query, "min_prob", low=0.0, high=1.0, default=0.0) or 0.0,
         min_detections=whole(query, "min_det", low=1, high=MAX_DETECTIONS_FILTER, default=1),
+        min_stability=number(query, "min_stab", low=0.0, high=1.0, default=0.0) or 0.0,
+        errors=choice(query, "errors", ERRORS, "any"),
         references=flag(query, "references"),
         density=flag(query, "density"))
 
@@ -66,15 +83,17 @@ def query_of(flt: SkyFilter) -> dict[str, str]:
     default = SkyFilter()
     pairs = [("frame", flt.frame), ("class", flt.classes), ("votes", flt.votes),
              ("min_prob", flt.min_probability), ("min_det", flt.min_detections),
+             ("min_stab", flt.min_stability), ("errors", flt.errors),
              ("references", flt.references), ("density", flt.density)]
-    names = {"class": "classes", "min_prob": "min_probability", "min_det": "min_detections"}
+    names = {"class": "classes", "min_prob": "min_probability", "min_det": "min_detections",
+             "min_stab": "min_stability"}
     return encode((key, value) for key, value in pairs
                   if value != getattr(default, names.get(key, key)))
 
 
 def validate(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> None:
     require_no_subpath(PATH, path_rest)
-    sky_filter(query)
+    _DATA[ctx].check(sky_filter(query))
 
 
 def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Component:
@@ -100,6 +119,14 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         field("min. detections", dcc.Input(
             id="sky-min-det", type="text", inputMode="numeric", debounce=True,
             value=str(flt.min_detections), style={"width": "6em"})),
+        field("min. class stability", dcc.Input(
+            id="sky-min-stab", type="text", inputMode="decimal", debounce=True,
+            value=f"{flt.min_stability:g}", disabled=not data.uncertainty.current,
+            style={"width": "6em"})),
+        field("published errors", dcc.RadioItems(
+            id="sky-errors", options=[{"label": ERROR_LABELS[e], "value": e,
+                                       "disabled": not data.uncertainty.current}
+                                      for e in ERRORS], value=flt.errors, **radio)),
         field("layers", dcc.Checklist(
             id="sky-layers", options=[{"label": LAYER_LABELS[n], "value": n} for n in LAYERS],
             value=layers, **radio)),
@@ -108,6 +135,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         html.H1(TITLE),
         controls,
         html.Div(id="sky-error"),
+        stability_note(data),
         html.Div(status(view), id="sky-status"),
         dcc.Graph(id="sky-graph", config=GRAPH_CONFIG, style={"height": "640px"},
                   figure=sky_figure(data, flt, view)),
@@ -119,8 +147,11 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
                "zoom in (drag a box, or scroll) to see its sources one by one, and click one "
                "to open it. Double-click shows the whole sky again. The minimum mean "
                "probability is that of the master class (for ambiguous sources, of the "
-               "soft-vote class); an ambiguous source matches a class filter by either vote.",
-               className="xp-hint"),
+               "soft-vote class); an ambiguous source matches a class filter by either vote. "
+               "The class stability is the share of the draws of `xpipe uncertainty` in which "
+               "the source's votes give its stored outcome; a source without published errors "
+               "has none (unknown): 'all' keeps it whatever the minimum, the other choices "
+               "hide it or show only such sources.", className="xp-hint"),
     ])
 
 
@@ -134,11 +165,13 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
                   Output("sky-box", "data"),
                   Input("sky-frame", "value"), Input("sky-class", "value"),
                   Input("sky-votes", "value"), Input("sky-min-prob", "value"),
-                  Input("sky-min-det", "value"), Input("sky-layers", "value"),
+                  Input("sky-min-det", "value"), Input("sky-min-stab", "value"),
+                  Input("sky-errors", "value"), Input("sky-layers", "value"),
                   Input("sky-relayout", "data"), State("sky-box", "data"),
                   State("sky-query", "data"), prevent_initial_call=True)
     def draw(frame: str, classes: list[str] | None, votes: str, min_prob: Any, min_det: Any,
-             layers: list[str] | None, relayout: Any, stored_box: Any, shown: Any) -> tuple:
+             min_stab: Any, errors: str, layers: list[str] | None, relayout: Any,
+             stored_box: Any, shown: Any) -> tuple:
         trigger = dash.ctx.triggered_id
         box = None if trigger == "sky-frame" else Box.from_list(stored_box)
         if trigger == "sky-relayout":
@@ -147,7 +180,9 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
                 raise dash.exceptions.PreventUpdate
         box = box.clip(FULL_SKY) if box is not None else None
         try:
-            flt = sky_filter(_controls_query(frame, classes, votes, min_prob, min_det, layers))
+            flt = sky_filter(_controls_query(frame, classes, votes, min_prob, min_det, min_stab,
+                                             errors, layers))
+            data.check(flt)
         except InputError as exc:
             return (dash.no_update, dash.no_update, ui.message(str(exc), id="sky-error-text"),
                     dash.no_update, dash.no_update)
@@ -164,19 +199,32 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
 
 
 def _controls_query(frame: str, classes: list[str] | None, votes: str, min_prob: Any,
-                    min_det: Any, layers: list[str] | None) -> dict[str, str]:
+                    min_det: Any, min_stab: Any, errors: str | None, layers: list[str] | None
+                    ) -> dict[str, str]:
     """The controls' values as URL parameters (an empty box means its default)."""
-    query = {"frame": frame or "", "class": ",".join(classes or []), "votes": votes or ""}
-    for key, value in (("min_prob", min_prob), ("min_det", min_det)):
+    query = {"frame": frame or "", "class": ",".join(classes or []), "votes": votes or "",
+             "errors": errors or ""}
+    for key, value in (("min_prob", min_prob), ("min_det", min_det), ("min_stab", min_stab)):
         query[key] = "" if value is None else str(value)
     for name in LAYERS:
         query[name] = "1" if name in (layers or []) else "0"
     return query
 
 
+def stability_note(data: SkyData) -> Component:
+    """Why the stability filter is off (no uncertainty results, or stale ones)."""
+    if data.uncertainty.current:
+        return html.Div(id="sky-stability-note")
+    return ui.message("class-stability filter off: " + data.uncertainty.message(),
+                      error=False, id="sky-stability-note")
+
+
 def status(view: SkyView) -> Component:
     """What the map shows, in words: counts in view, and which layers are binned."""
     parts = [_layer_words(view.classified, "classified sources")]
+    if view.no_errors:
+        parts[0] += (f" ({view.no_errors:,} without published errors: class stability "
+                     "unknown)")
     if view.references is not None:
         parts.append(_layer_words(view.references, "SIMBAD references"))
     if view.density is not None:

@@ -2,7 +2,9 @@
 tells it (its detections with cluster, probabilities and predicted class; the mean per class
 with its 95 % band; both votes — the paper's Fig. 10), its SIMBAD counterpart, its anomaly
 score and rank, and links out: SIMBAD, and the CSC's TAP service with the ADQL the pull uses,
-narrowed to this source."""
+narrowed to this source. After `xpipe uncertainty`, each detection's 68 % and 95 % intervals
+over the draws (a table, and error bars on the figure's dots) and the source's class stability;
+when those results are absent or stale the page says so."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import dash
 import duckdb
 import numpy as np
 import plotly.graph_objects as go
+import polars as pl
 from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
@@ -66,10 +69,35 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         html.P("Each classified detection: its cluster, its probability per class and the "
                "class predicted for it (the most probable)."),
         ui.data_table(explanation.detections, id="source-detections"),
+        html.H2("Measurement errors"),
+        *uncertainty_part(explanation),
         html.P(f"The ADQL that fetches this source's rows from {release.release} "
                f"({release.url}), as `xpipe warehouse --source {release.release}` asks:"),
         html.Pre(one_source_query(release, explanation.name), id="source-adql"),
     ])
+
+
+INTERVAL_COLUMNS = ["obsid", "det_id", "pred_class", "probability", "lo68", "hi68", "lo95",
+                    "hi95", "pred_agreement", "other_class", "other_fraction", "flag"]
+
+
+def uncertainty_part(explanation: Explanation) -> list[Component]:
+    """The predicted class's intervals per detection and the class stability, or why none."""
+    if explanation.intervals is None or explanation.stability is None:
+        return [ui.message(explanation.stability_text(), error=False,
+                           id="source-uncertainty-note")]
+    state = explanation.uncertainty
+    rows = (explanation.intervals.filter(pl.col("class") == pl.col("pred_class"))
+            .sort("obsid", "det_id").select(INTERVAL_COLUMNS))
+    return [html.P(f"Each detection drawn {state.n_draws:,} times (seed {state.seed}) from its "
+                   "published confidence limits and classified as a new detection: the "
+                   "predicted class's stored probability, the central 68 % and 95 % of its "
+                   "draws, the share of draws keeping the class (pred_agreement) and the most "
+                   "frequent other. A detection without published errors is not drawn "
+                   "(empty intervals, flag 'no published errors').",
+                   id="source-uncertainty-about"),
+            ui.data_table(rows, id="source-intervals"),
+            html.P(explanation.stability_text(), id="source-stability")]
 
 
 def name_form() -> Component:
@@ -128,6 +156,7 @@ def source_facts(explanation: Explanation, counterpart: dict[str, object] | None
         ("soft vote", str(source["soft_class"])),
         ("master class", f"{source['master_class']} ({source['agg_master_class']})"
          if source["is_unique"] else "ambiguous: the votes differ"),
+        ("class stability", stability_fact(explanation)),
     ]
     facts.append(("SIMBAD counterpart",
                   f"{counterpart['main_id']} ({counterpart['otype']}), "
@@ -140,6 +169,18 @@ def source_facts(explanation: Explanation, counterpart: dict[str, object] | None
                                  f"{_number(anomaly['min_mahalanobis_sq'], 2)}, "
                                  f"p = {_number(anomaly['anomaly_p'], 4)}"))
     return facts
+
+
+def stability_fact(explanation: Explanation) -> str:
+    """The share of draws keeping the stored outcome; NULL is 'no published errors', never 1;
+    absent or stale results say so."""
+    row = explanation.stability
+    if row is None or not explanation.uncertainty.current:
+        return explanation.uncertainty.message()
+    if row["class_stability"] is None:
+        return "unknown: no published errors (nothing drawn)"
+    return (f"{row['outcome']} holds in {float(row['class_stability']):.1%} of the draws "  # type: ignore[arg-type]
+            f"(aggregated class {float(row['agg_class_stability']):.1%})")  # type: ignore[arg-type]
 
 
 def links(explanation: Explanation, counterpart: dict[str, object] | None,
@@ -178,12 +219,20 @@ def explanation_figure(explanation: Explanation) -> go.Figure:
                 error_y={"type": "data", "array": high, "arrayminus": low, "visible": True},
                 opacity=0.8)
     dets = explanation.detections
+    x = [c for c in classes for _ in range(dets.height)]
+    y = [v for c in classes for v in dets[c].to_list()]
+    bands = detection_bands(explanation, classes)
     fig.add_scatter(
-        x=[c for c in classes for _ in range(dets.height)],
-        y=[v for c in classes for v in dets[c].to_list()], mode="markers",
-        name="one detection", marker={"color": "black", "size": 6, "opacity": 0.6},
+        x=x, y=y, mode="markers",
+        name="one detection" + (" (95 % of the draws)" if bands else ""),
+        marker={"color": "black", "size": 6, "opacity": 0.6},
         customdata=[o for _ in classes for o in dets["obsid"].to_list()],
+        error_y=_error_bars(y, bands.get("95"), width=1),
         hovertemplate="%{x}: %{y:.3f} (obsid %{customdata})<extra></extra>")
+    if bands:
+        fig.add_scatter(x=x, y=y, mode="markers", name="68 % of the draws",
+                        marker={"color": "#222222", "size": 1},
+                        error_y=_error_bars(y, bands["68"], width=4), hoverinfo="skip")
     votes: dict[str, list[str]] = {}
     for vote in ("hard", "soft"):
         votes.setdefault(str(explanation.source[f"{vote}_class"]), []).append(f"{vote} vote")
@@ -194,6 +243,32 @@ def explanation_figure(explanation: Explanation) -> go.Figure:
                       yaxis_title="class probability", legend_orientation="h",
                       margin={"l": 50, "r": 10, "t": 20, "b": 40})
     return fig
+
+
+def detection_bands(explanation: Explanation, classes: list[str]
+                    ) -> dict[str, tuple[list[float], list[float]]]:
+    """Per interval level, (low, high) for every dot of the figure (classes × detections, in
+    its order; NaN where a detection has none); {} without current uncertainty results."""
+    if explanation.intervals is None:
+        return {}
+    order = pl.DataFrame({"class": [c for c in classes for _ in explanation.detections["det_id"]],
+                          "det_id": [d for _ in classes for d in explanation.detections["det_id"]]})
+    joined = order.join(explanation.intervals.select("det_id", "class", "lo68", "hi68", "lo95",
+                                                     "hi95"),
+                        on=["class", "det_id"], how="left", maintain_order="left")
+    return {level: (joined[f"lo{level}"].fill_null(np.nan).to_list(),
+                    joined[f"hi{level}"].fill_null(np.nan).to_list()) for level in ("68", "95")}
+
+
+def _error_bars(y: list[float | None], band: tuple[list[float], list[float]] | None,
+                width: int) -> dict[str, object]:
+    if band is None:
+        return {"visible": False}
+    centre = np.array([np.nan if v is None else v for v in y], dtype=float)
+    low, high = np.asarray(band[0], dtype=float), np.asarray(band[1], dtype=float)
+    return {"type": "data", "symmetric": False, "visible": True, "thickness": width, "width": 0,
+            "array": np.clip(high - centre, 0, None).tolist(),
+            "arrayminus": np.clip(centre - low, 0, None).tolist(), "color": "#444444"}
 
 
 def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
