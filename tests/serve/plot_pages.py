@@ -39,7 +39,8 @@ def current_key(driver: Any, graph: str) -> str | None:
 
 def traces(driver: Any, graph: str) -> list[dict[str, Any]]:
     """The drawn traces (plotly's full data: typed arrays decoded): type, name, names
-    (customdata), colour, symbol, hover template, heatmap counts (customdata summed)."""
+    (customdata), colour, symbol, outline width, hover template, heatmap counts (customdata
+    summed)."""
     return driver.execute_script(f"""
         const g = {plot(graph)};
         const list = (v) => (v && typeof v === 'object' && v.length !== undefined)
@@ -54,6 +55,7 @@ def traces(driver: Any, graph: str) -> list[dict[str, Any]]:
             return {{type: t.type, name: t.name, names: names, binned: binned,
                      colour: t.marker ? list(t.marker.color) : null,
                      symbol: t.marker ? t.marker.symbol : null,
+                     outline: t.marker && t.marker.line ? t.marker.line.width : 0,
                      hover: t.hovertemplate || ''}};
         }});""")
 

@@ -59,12 +59,12 @@ def test_properties_draws_references_and_targets(live_server, browser, rows) -> 
     wait_for_view(browser, GRAPH)
     drawn = traces(browser, GRAPH)
     assert sorted(n for t in drawn for n in t["names"]) == sorted(rows["name"])
-    symbols = [t["symbol"] for t in drawn for _ in t["names"]]
-    references = rows.filter(pl.col("kind") == "reference").height
-    assert symbols.count("diamond") == references and symbols.count("circle") == (
-        rows.height - references)  # references and targets are told apart
-    assert all("SIMBAD reference" in t["hover"] for t in drawn
-               if t["symbol"] == "diamond" and t["names"])
+    outlined = [n for t in drawn if t["outline"] > 0 for n in t["names"]]
+    plain = [n for t in drawn if t["outline"] == 0 for n in t["names"]]
+    references = rows.filter(pl.col("kind") == "reference")
+    assert sorted(outlined) == sorted(references["name"])  # references and targets are
+    assert len(plain) == rows.height - references.height  # told apart by their markers
+    assert all("SIMBAD reference" in t["hover"] for t in drawn if t["outline"] and t["names"])
     qso = [n for t in drawn if t["name"].startswith("QSO (") for n in t["names"]]
     assert len(qso) == rows.filter(pl.col("class") == "QSO").height
     assert f"all {rows.height:,} in view are drawn" in status_text(browser, "props")

@@ -12,7 +12,7 @@ from xpipe.science.figures import AGG_COLOURS
 from xpipe.warehouse.seeds import aggregated_classes, class_names
 
 NO_CLASS = "#9a9a9a"  # ambiguous sources, and anything without a class
-REFERENCE_LINE = "#222222"  # outlines of SIMBAD references
+REFERENCE_COLOUR = "#222222"  # SIMBAD references on the sky
 
 
 def agg_colour(agg_class: str | None) -> str:

@@ -309,7 +309,7 @@ def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
             colour = palette.NO_CLASS if label == "ambiguous" else palette.agg_colour(label)
             words = ("votes disagree" if label == "ambiguous"
                      else f"uniquely classified, aggregated class {label}")
-            traces.append(_points(part, f"{label} ({part.height:,})", colour, "circle", words))
+            traces.append(_points(part, f"{label} ({part.height:,})", colour, words))
     return traces
 
 
@@ -327,19 +327,18 @@ def _reference_traces(layer: Layer) -> list[dict[str, Any]]:
     for agg in aggregated_class_names():
         part = points.filter(pl.col("agg_class") == agg) if points.height else points
         if part.height:
+            # dark circles: any other symbol costs several times more to draw in WebGL
             trace = _points(part, f"SIMBAD references ({points.height:,})",
-                            palette.agg_colour(agg), "diamond-open",
-                            f"SIMBAD reference, aggregated class {agg}")
+                            palette.REFERENCE_COLOUR, f"SIMBAD reference, aggregated class {agg}")
             trace.update(legendgroup="references", showlegend=not traces)
-            trace["marker"]["size"] = 7
+            trace["marker"].update(size=3, opacity=0.6)
             traces.append(trace)
     return traces
 
 
-def _points(part: pl.DataFrame, name: str, colour: str, symbol: str, words: str
-            ) -> dict[str, Any]:
+def _points(part: pl.DataFrame, name: str, colour: str, words: str) -> dict[str, Any]:
     return {"type": "scattergl", "mode": "markers", "name": name,
             "x": typed(part["x"].to_numpy()), "y": typed(part["y"].to_numpy()),
             "customdata": part["name"].to_list(),
             "hovertemplate": f"%{{customdata}}<br>{words}<extra></extra>",
-            "marker": {"color": colour, "size": 5, "symbol": symbol, "opacity": 0.85}}
+            "marker": {"color": colour, "size": 4, "opacity": 0.85}}
