@@ -206,9 +206,9 @@ def test_calibration_against_the_simulated_truth(drawn: Path, tmp_path: Path) ->
                                      & (pl.col("agg_class") == "all"))
     assert scrambled_all["correct"].sum() < overall["correct"].sum()
 
-    with pytest.raises(InputError, match="not in the truth table"):
-        with duckdb.connect(str(drawn), read_only=True) as con:
-            calibration(con, truth.head(10))
+    with (pytest.raises(InputError, match="not in the truth table"),
+          duckdb.connect(str(drawn), read_only=True) as con):
+        calibration(con, truth.head(10))
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"name": ["x"]}).write_parquet(bad)
     with pytest.raises(InputError, match=r"no column\(s\) \['agg_class', 'true_class'\]"):

@@ -308,9 +308,9 @@ def _detection_intervals(ax: Axes, x: np.ndarray, shown: pl.DataFrame, intervals
         return False
     at = x[rows["i"].to_numpy()]
     ax.vlines(at, rows["lo95"].to_numpy(), rows["hi95"].to_numpy(), color="#9a9a9a", lw=0.8,
-              zorder=2, label="95 % of the draws" if label else None)
+              zorder=2, label="95 % of the draws" if label else "_nolegend_")
     ax.vlines(at, rows["lo68"].to_numpy(), rows["hi68"].to_numpy(), color="#222222", lw=2.4,
-              zorder=2, label="68 % of the draws" if label else None)
+              zorder=2, label="68 % of the draws" if label else "_nolegend_")
     return True
 
 

@@ -16,8 +16,8 @@ from dash.development.base_component import Component
 
 from xpipe.serve.ui import source_href
 
-GRAPH_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True,
-                "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+GRAPH_CONFIG: Any = {"scrollZoom": True, "displaylogo": False, "responsive": True,  # a Config
+                     "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 MAX_DETECTIONS_FILTER = 1_000_000  # the largest "minimum detections" a view accepts
 
 # history.replaceState: the address bar follows the filters without a navigation (the router

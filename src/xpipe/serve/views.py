@@ -54,7 +54,7 @@ def _axis_range(relayout: Mapping[str, Any], axis: str, log: bool
         pair = (relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]"))
     if not all(isinstance(v, int | float) and math.isfinite(v) for v in pair):
         return None
-    lo, hi = sorted(float(v) for v in pair)
+    lo, hi = sorted(float(v) for v in pair if v is not None)
     return (10.0 ** lo, 10.0 ** hi) if log else (lo, hi)
 
 

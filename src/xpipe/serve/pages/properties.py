@@ -75,9 +75,10 @@ def property_filter(query: Mapping[str, str]) -> PropertyFilter:
 def query_of(flt: PropertyFilter) -> dict[str, str]:
     """The URL parameters of a view: those that differ from the default view."""
     default = PropertyFilter()
-    pairs = [("level", flt.level), ("x", flt.x), ("y", flt.y), ("log_x", flt.log_x),
-             ("log_y", flt.log_y), ("colour", flt.colour), ("class", flt.classes),
-             ("kind", flt.kind)]
+    pairs: list[tuple[str, Any]] = [
+        ("level", flt.level), ("x", flt.x), ("y", flt.y), ("log_x", flt.log_x),
+        ("log_y", flt.log_y), ("colour", flt.colour), ("class", flt.classes),
+        ("kind", flt.kind)]
     return encode((key, value) for key, value in pairs
                   if value != getattr(default, "classes" if key == "class" else key))
 

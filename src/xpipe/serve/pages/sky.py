@@ -114,13 +114,15 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
             value=flt.votes, **radio)),
         field("min. mean probability", dcc.Input(
             # text, not number: what is typed reaches the same check as the URL's value
-            id="sky-min-prob", type="text", inputMode="decimal", debounce=True,
+            id="sky-min-prob", type="text", debounce=True,
+            inputMode="decimal",  # type: ignore[arg-type]  # HTML's; not in Dash's list
             value=f"{flt.min_probability:g}", style={"width": "6em"})),
         field("min. detections", dcc.Input(
             id="sky-min-det", type="text", inputMode="numeric", debounce=True,
             value=str(flt.min_detections), style={"width": "6em"})),
         field("min. class stability", dcc.Input(
-            id="sky-min-stab", type="text", inputMode="decimal", debounce=True,
+            id="sky-min-stab", type="text", debounce=True,
+            inputMode="decimal",  # type: ignore[arg-type]  # HTML's; not in Dash's list
             value=f"{flt.min_stability:g}", disabled=not data.uncertainty.current,
             style={"width": "6em"})),
         field("published errors", dcc.RadioItems(
@@ -323,7 +325,7 @@ def _reference_traces(layer: Layer) -> list[dict[str, Any]]:
                  "colorscale": "Reds", "showscale": False, "line": {"width": 1},
                  "hoverinfo": "skip", "showlegend": True, "ncontours": 6}]
     points = layer.points if layer.points is not None else pl.DataFrame()
-    traces = []
+    traces: list[dict[str, Any]] = []
     for agg in aggregated_class_names():
         part = points.filter(pl.col("agg_class") == agg) if points.height else points
         if part.height:
