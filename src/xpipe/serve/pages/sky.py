@@ -29,6 +29,7 @@ from xpipe.serve.plots import (
     control_style,
     field,
     form,
+    marker_size,
     mirror_query_clientside,
     navigate_to_source,
     pass_axis_events_clientside,
@@ -252,6 +253,7 @@ def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
         return [_heatmap(layer.bins, "classified sources", "Viridis", 0.85, colorbar=True)]
     points = layer.points if layer.points is not None else pl.DataFrame()
     traces = []
+    size = marker_size(points.height)
     groups = [(agg, pl.col("is_unique") & (pl.col("agg_master_class") == agg))
               for agg in aggregated_class_names()]
     groups.append(("ambiguous", ~pl.col("is_unique")))
@@ -261,7 +263,9 @@ def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
             colour = palette.NO_CLASS if label == "ambiguous" else palette.agg_colour(label)
             words = ("votes disagree" if label == "ambiguous"
                      else f"uniquely classified, aggregated class {label}")
-            traces.append(_points(part, f"{label} ({part.height:,})", colour, words))
+            trace = _points(part, f"{label} ({part.height:,})", colour, words)
+            trace["marker"]["size"] = size
+            traces.append(trace)
     return traces
 
 
