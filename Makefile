@@ -20,7 +20,7 @@ DACHS_URL  := http://127.0.0.1:8086/tap
 DACHS_SIM  ?= warehouse/dachs/sim
 DACHS_SCHEMAS ?= csc2 csc21
 
-.PHONY: install warehouse classify demo serve test lint docs clean bench bench-kernel bench-pipeline dachs-serve dachs-stop test-services
+.PHONY: install warehouse classify demo serve test lint docs clean bench bench-kernel bench-pipeline bench-formats dachs-serve dachs-stop test-services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -110,7 +110,7 @@ docs: $(STAMP)
 ## size takes about half an hour and 50 GB of disk (checked before it starts); BENCH_SIM_CACHE=DIR
 ## keeps the simulated catalogues there for later runs.
 BENCH_SIZES ?= 100000 928280 1304376 10000000 100000000
-bench: bench-kernel bench-pipeline
+bench: bench-kernel bench-pipeline bench-formats
 	$(PY) bench/summarize.py
 
 bench-kernel: $(STAMP)
@@ -118,6 +118,9 @@ bench-kernel: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py $(BENCH_SIZES)
+
+bench-formats: $(STAMP)
+	$(PY) bench/file_formats.py
 
 clean:
 	rm -rf warehouse/xpipe.duckdb warehouse/xpipe.duckdb.wal warehouse/sim warehouse/tmp

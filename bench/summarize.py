@@ -92,6 +92,18 @@ def main() -> None:
                          f"{r['adjusted_rand_index']:.3f} | {r['soft_class_agreement']:.1%} | "
                          f"{r['aggregated_master_class_agreement']:.1%} |")
         lines.append("")
+    writes = sorted((r for k, r in results.items() if k.startswith("file_formats_")),
+                    key=lambda r: r["n"])
+    if writes:
+        lines += ["## Writing files (one process per format; seconds, rows/s, peak RSS, size)",
+                  "", "| n | format | seconds | rows/s | peak RSS | MB |",
+                  "|---|---|---|---|---|---|"]
+        for r in writes:
+            for fmt, f in r["formats"].items():
+                lines.append(f"| {r['n']:,} | {fmt} | {f['seconds']:.1f} | "
+                             f"{f['rows_per_s']:,.0f} | {gib(f['peak_rss_bytes'])} | "
+                             f"{f['bytes'] / 1e6:,.0f} |")
+        lines.append("")
     (RESULTS / "SUMMARY.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -5,8 +5,9 @@
 
 Builds a warehouse in OUT_DIR with the `xpipe` on PATH (the version under test), classifies it,
 runs the science commands, exports the three published tables, a frozen model file and a
-`classify-new` result, then writes OUT_DIR/pins.json: the SHA-256 of every exported file and of
-every warehouse table's full content (rows sorted, doubles written shortest-round-trip, so equal
+`classify-new` result, then writes OUT_DIR/pins.json: the SHA-256 of every exported file (a
+Parquet file's rows: its provenance metadata names the classify run) and of every warehouse
+table's full content (rows sorted, doubles written shortest-round-trip, so equal
 hashes mean equal bits). Columns that record when or by which process something ran are left
 out. `--compare` lists every pin that differs.
 """
@@ -74,14 +75,15 @@ def table_pins(warehouse: Path, scratch: Path) -> dict[str, str]:
 
 
 def file_pins(export: Path, scratch: Path) -> dict[str, str]:
-    """Exported files byte for byte, or by content where they carry a volatile column."""
+    """Exported files byte for byte, or by content where they carry a volatile column or
+    volatile metadata (a Parquet file's provenance names its classify run, a random id)."""
     con = duckdb.connect()
     pins = {}
     for path in sorted(export.iterdir()):
-        reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
-        relation = f"{reader}('{path}')"
+        parquet = path.suffix == ".parquet"
+        relation = f"{'read_parquet' if parquet else 'read_csv'}('{path}')"
         names = [d[0] for d in con.sql(f"SELECT * FROM {relation} LIMIT 0").description]
-        if any(is_volatile(c) for c in names):
+        if parquet or any(is_volatile(c) for c in names):
             pins[f"content {path.name}"] = content_pin(con, relation, scratch) or ""
         else:
             pins[f"file {path.name}"] = sha256_file(path)

@@ -18,7 +18,7 @@ def _vote_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, exc: BaseExcep
                  ) -> list[str]:
     """`xpipe vote` calls vote_file: make it fail with `exc`; the arguments of the command."""
 
-    def fail(*_args: object) -> dict[str, int]:
+    def fail(*_args: object, **_kwargs: object) -> dict[str, int]:
         raise exc
 
     monkeypatch.setattr("xpipe.predict.votes.vote_file", fail)

@@ -147,7 +147,7 @@ def test_refusal_names_the_statement(site: Path, cli) -> None:
     assert "EXPLAIN of DELETE" in _refused(cli, "EXPLAIN ANALYZE DELETE FROM raw.detections")
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "votable", "fits"])
 def test_out_cannot_be_injected(site: Path, cli, fmt: str) -> None:
     """The query used to be pasted into `COPY (<query>) TO ...`: closing the parenthesis let it
     choose its own target and options."""
@@ -214,3 +214,13 @@ def test_plain_reads_joins_and_out(site: Path, cli) -> None:
     after = _tree(site)
     assert set(after) - set(before) == {"out.csv", "out.parquet"}
     assert {k: after[k] for k in before} == before
+
+
+@pytest.mark.parametrize("out", ["out.fits", "out.vot"])
+def test_out_votable_and_fits_write_only_that_file(site: Path, cli, out: str) -> None:
+    """The two-pass writers (and their temporary file) leave nothing but the file asked for."""
+    before = _tree(site)
+    cli("sql", "SELECT name, obsid, hard_hm FROM raw.detections ORDER BY obsid", "--out", out)
+    after = _tree(site)
+    assert set(after) - set(before) == {out}
+    assert {k: v for k, v in after.items() if k != out} == before

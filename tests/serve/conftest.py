@@ -70,7 +70,7 @@ def live_server(serve_warehouse: Path) -> Iterator[LiveServer]:
     app, server, thread = start_server(serve_warehouse)
     reader = app.server.extensions["xpipe_reader"]
     try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", serve_warehouse, reader)
+        yield LiveServer(f"http://127.0.0.1:{server.port}", serve_warehouse, reader)
     finally:
         stop_server(app, server, thread)
 

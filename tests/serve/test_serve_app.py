@@ -117,3 +117,29 @@ def test_sql_is_on_by_default_only_on_loopback(host: str, loopback: bool) -> Non
     from xpipe.serve.settings import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b"not json", 400),
+    (b"{}", 400),
+    (b'{"output": "nope.children", "inputs": []}', 400),
+    (b'{"output": "sql-result.children", "inputs": "x"}', 400),
+])
+def test_dash_json_endpoint_answers_bad_bodies_with_400(live_server, body: bytes,
+                                                        status: int) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(live_server.url + "/_dash-update-component", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as failure:
+        urllib.request.urlopen(request, timeout=30)
+    assert failure.value.code == status
+    text = failure.value.read().decode()
+    assert "not a request for one of this app&#x27;s callbacks" in text
+    assert "Traceback" not in text
+
+
+def test_unknown_script_is_404(live_server) -> None:
+    status, body = live_server.get("/_dash-component-suites/dash/no-such-file.js")
+    assert status == 404 and "Traceback" not in body

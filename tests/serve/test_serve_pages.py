@@ -91,8 +91,10 @@ def test_search_by_name_then_open_the_source(live_server, browser, known) -> Non
     assert (f"{prefix_count:,} source" in count if prefix_count <= 200
             else "there are more" in count)
     screenshot(browser, "search")
+    browser.execute_script("window.xpMarker = 'same page'")
     link.click()
     wait_for(browser, "#source-detections")
+    assert browser.execute_script("return window.xpMarker") == "same page"  # no reload
     check_source_page(browser, known)
     screenshot(browser, "source")
     assert_no_console_errors(browser)
@@ -131,6 +133,11 @@ def test_search_by_cone(live_server, browser, known) -> None:
     rows = table_rows(browser, "search-table")
     assert rows[0]["name"] == source["name"] and float(rows[0]["separation_arcsec"]) < 1e-3
     assert all(float(r["separation_arcsec"]) <= 30 for r in rows)
+    assert "ra=" in browser.current_url
+    browser.refresh()  # the search is a link: loading it shows the same, and no message
+    wait_for(browser, "#search-table a", text=source["name"])
+    assert table_rows(browser, "search-table") == rows
+    assert not browser.find_elements(By.ID, "search-error")
     assert_no_console_errors(browser)
 
 
@@ -200,6 +207,9 @@ def test_sql_time_limit_and_download(live_server) -> None:
     import base64
     import io
 
+    from astropy.io.votable import parse
+    from astropy.table import Table
+
     from xpipe.core.errors import UserQueryError
     from xpipe.serve.context import PageContext
     from xpipe.serve.pages import sql
@@ -213,8 +223,22 @@ def test_sql_time_limit_and_download(live_server) -> None:
     shown = sql.run_query(ctx, text)[0]
     expected = live_server.query(text)
     assert shown.total == expected.height and shown.frame.equals(expected.head(5))
-    for fmt, read in (("csv", pl.read_csv), ("parquet", pl.read_parquet)):
+    for fmt, suffix in (("csv", "csv"), ("parquet", "parquet"), ("votable", "vot"),
+                        ("fits", "fits")):
         sent = sql.download(ctx, text, fmt)
-        assert sent["filename"] == f"xpipe-query.{fmt}"
-        got = read(io.BytesIO(base64.b64decode(sent["content"])))
-        assert got.equals(expected), fmt
+        assert sent["filename"] == f"xpipe-query.{suffix}"
+        data = io.BytesIO(base64.b64decode(sent["content"]))
+        if fmt == "csv":
+            got = pl.read_csv(data)
+        elif fmt == "parquet":
+            got = pl.read_parquet(data)
+        else:  # the query is in the format's own metadata
+            if fmt == "votable":
+                infos = {i.name: i.value for i in parse(data).resources[0].infos}
+                assert infos["xpipe_query"] == text
+                data.seek(0)
+            table = Table.read(data, format=fmt)
+            if fmt == "fits":
+                assert table.meta["XPQUERY"] == text
+            got = pl.DataFrame({c: table[c].tolist() for c in table.colnames})
+        assert got.select(expected.columns).equals(expected), fmt

@@ -13,10 +13,14 @@ from xpipe.cli.common import counts_text, print_frame, settings_from
 from xpipe.core.config import Settings
 from xpipe.core.errors import WarehouseError
 from xpipe.warehouse.connection import connect, table_exists
+from xpipe.warehouse.file_formats import FORMATS
 
 # What print_summary reads; a load drops them with the rest of the derived state.
 SUMMARY_TABLES = ("model.stg_detections", "model.detection_features", "model.detection_roles",
                   "results.detection_class", "results.source_class")
+
+EXPORT_FORMAT_HELP = ("csv, parquet, votable (.vot) or fits; every one but CSV carries the "
+                      "provenance: xpipe version, classification run, model version and hash")
 
 
 @click.command()
@@ -93,27 +97,29 @@ def summary(ctx: click.Context) -> None:
 @click.option("--detections", "detections", type=click.Path(path_type=Path, exists=True),
               required=True, help="Per-detection CSV in the published layout.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
-              show_default=True)
-def vote(detections: Path, out_dir: Path, fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True,
+              help=EXPORT_FORMAT_HELP)
+@click.pass_context
+def vote(ctx: click.Context, detections: Path, out_dir: Path, fmt: str) -> None:
     """Run the voting SQL on an external per-detection table (the paper's layout)."""
     from xpipe.predict.votes import vote_file
 
-    counts = vote_file(detections, out_dir, fmt)
+    counts = vote_file(detections, out_dir, fmt, chunk_rows=settings_from(ctx).chunk_rows)
     click.echo(f"wrote {out_dir}: " + counts_text(counts))
 
 
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True,
+              help=EXPORT_FORMAT_HELP)
 @click.pass_context
 def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
     """Write detection_level_classification, uniquely_classified and ambiguous_classification."""
     from xpipe.predict.export import export_results
 
-    with connect(settings_from(ctx), read_only=True) as con:
-        written = export_results(con, out_dir, fmt)
+    settings = settings_from(ctx)
+    with connect(settings, read_only=True) as con:
+        written = export_results(con, out_dir, fmt, chunk_rows=settings.chunk_rows)
     for name, path in written.items():
         click.echo(f"{name}: {path}")
 

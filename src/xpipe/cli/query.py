@@ -12,6 +12,7 @@ import duckdb
 
 from xpipe.cli.common import settings_from
 from xpipe.core.errors import UserQueryError
+from xpipe.warehouse.file_formats import FORMATS
 
 
 @contextmanager
@@ -26,24 +27,29 @@ def query_failures() -> Iterator[None]:
 
 @click.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "parquet"]),
-              default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", *FORMATS]), default=None,
+              help="table (shown) or csv (standard output) without --out; with --out, csv, "
+                   "parquet, votable or fits [default: from the suffix of --out: .parquet/.pq, "
+                   ".vot/.xml/.votable, .fits/.fit, CSV otherwise].")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write to this file instead of standard output.")
+              help="Write to this file instead of standard output; Parquet, VOTable and FITS "
+                   "files carry the provenance (xpipe version, classification run, model "
+                   "version and hash, the query).")
 @click.option("--max-rows", type=int, default=40, show_default=True,
               help="Rows shown by --format table.")
 @click.pass_context
-def sql(ctx: click.Context, query: str, *, fmt: str, out: Path | None, max_rows: int) -> None:
+def sql(ctx: click.Context, query: str, *, fmt: str | None, out: Path | None,
+        max_rows: int) -> None:
     """Run read-only statements on the warehouse (anything that would write is refused)."""
     from xpipe.warehouse.user_sql import open_guarded, run_user_sql, single_relation, write_relation
 
-    if fmt == "parquet" and out is None:
-        raise click.UsageError("--format parquet needs --out FILE")
+    if fmt not in (None, "table", "csv") and out is None:
+        raise click.UsageError(f"--format {fmt} needs --out FILE")
     settings = settings_from(ctx)
     with open_guarded(settings) as con, query_failures():
         if out is not None:
-            write_relation(single_relation(con, query), out, settings=settings,
-                           fmt="parquet" if fmt == "parquet" else "csv")
+            write_relation(con, single_relation(con, query), out, settings=settings,
+                           fmt=None if fmt == "table" else fmt, query=query)
             click.echo(f"wrote {out}")
         elif fmt == "csv":
             write_csv_stdout(single_relation(con, query))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,18 @@ import click
 
 from xpipe.cli.common import settings_from
 from xpipe.core.errors import ResourceError
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, listening (werkzeug serves on a duplicate of it); a port
+    in use or an address not on this machine is a one-line error."""
+    from werkzeug.serving import select_address_family
+
+    try:
+        return socket.create_server((host, port), family=select_address_family(host, port))
+    except OSError as exc:
+        raise ResourceError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
+                            "choose another --port or --host") from exc
 
 
 @click.command()
@@ -38,20 +51,18 @@ def serve(ctx: click.Context, *, warehouse: Path | None, host: str, port: int,
     app = create_app(path, settings)
     reader = app.server.extensions["xpipe_reader"]
     try:
-        try:
-            server = make_server(host, port, app.server, threaded=True)
-        except OSError as exc:
-            raise ResourceError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
-                                "choose another --port or --host") from exc
+        with listening_socket(host, port) as sock:
+            server = make_server(host, port, app.server, threaded=True, fd=sock.fileno())
         shown = f"[{host}]" if ":" in host else host
-        click.echo(f"xpipe serve: http://{shown}:{server.server_port}/ — {path}, read-only; "
+        click.echo(f"xpipe serve: http://{shown}:{server.port}/ — {path}, read-only; "
                    f"SQL page {'on' if settings.allow_sql else 'off'}. Ctrl-C stops it.",
                    err=False)
         try:
-            server.serve_forever()
+            server.serve_forever()  # returns on Ctrl-C (and SIGTERM: handled like it)
         except KeyboardInterrupt:
-            click.echo("stopped")
+            pass
         finally:
             server.server_close()
+        click.echo("stopped")
     finally:
         reader.close()

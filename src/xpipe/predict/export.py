@@ -1,21 +1,27 @@
 """Write the results in the published catalogue's layout (Pérez-Díaz et al. 2024).
 
-DuckDB streams each table straight to disk (COPY), so nothing is materialised in Python.
+Each table goes through the one file writer (`warehouse.file_formats`): CSV and Parquet stream
+from DuckDB (COPY), VOTable and FITS chunk by chunk, and every format but CSV carries the
+provenance of the stored classification in its metadata.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 
-from xpipe.core.errors import InputError
-from xpipe.warehouse.connection import require_tables, sql_literal
+from xpipe.warehouse.connection import require_tables
+from xpipe.warehouse.file_formats import FILE_SUFFIXES, checked_format, write_result
+from xpipe.warehouse.provenance import FileProvenance, file_provenance
 from xpipe.warehouse.seeds import class_names
 
-FORMATS = ("csv", "parquet")
+DETECTION_LEVEL = "detection_level_classification"
+SOURCE_VIEWS = ("uniquely_classified", "ambiguous_classification")
 
 
 def detection_level_query() -> str:
@@ -26,40 +32,43 @@ def detection_level_query() -> str:
             "ORDER BY name, obsid, det_id")
 
 
-def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path, *, fmt: str,
-          header: bool = True) -> None:
-    options = "FORMAT parquet" if fmt == "parquet" else f"FORMAT csv, HEADER {str(header).lower()}"
-    con.execute(f"COPY ({query}) TO {sql_literal(path)} ({options})")
+def published_queries() -> dict[str, str]:
+    """Each published table's name and the query that gives it."""
+    return {DETECTION_LEVEL: detection_level_query(),
+            **{view: f"SELECT * FROM results.{view}" for view in SOURCE_VIEWS}}
 
 
-def _copy_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+def _write_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: Path,
+                             provenance: FileProvenance) -> None:
     """The published per-detection CSV has a pandas index column with an empty header."""
-    columns = [d[0] for d in con.sql(f"SELECT * FROM ({query}) LIMIT 0").description]
+    relation = con.sql(query)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        body = Path(tmp) / "body.csv"
-        _copy(con, query, body, fmt="csv", header=False)
-        with path.open("w", newline="") as out, body.open() as src:
-            out.write(",".join(["", *columns[1:]]) + "\n")
+        body, whole = Path(tmp) / "body.csv", Path(tmp) / path.name
+        write_result(con, relation, body, "csv", provenance, header=False)
+        with whole.open("w", newline="") as out, body.open() as src:
+            out.write(",".join(["", *relation.columns[1:]]) + "\n")
             shutil.copyfileobj(src, out)
+        os.replace(whole, path)
 
 
-def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "csv"
+def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "csv", *,
+                   provenance: FileProvenance | None = None, chunk_rows: int = 100_000
                    ) -> dict[str, Path]:
-    if fmt not in FORMATS:
-        raise InputError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    """The three published tables as `out_dir/<table>.<csv|parquet|vot|fits>`; `provenance`
+    defaults to the stored classification's."""
+    fmt = checked_format(fmt)
     require_tables(con, ["results.detection_class", "results.uniquely_classified",
                          "results.ambiguous_classification"],
                    "run `xpipe classify` first")
+    provenance = provenance or file_provenance(con)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    target = out_dir / f"detection_level_classification.{fmt}"
-    if fmt == "csv":
-        _copy_csv_unnamed_index(con, detection_level_query(), target)
-    else:
-        _copy(con, detection_level_query(), target, fmt=fmt)
-    written["detection_level_classification"] = target
-    for view in ("uniquely_classified", "ambiguous_classification"):
-        target = out_dir / f"{view}.{fmt}"
-        _copy(con, f"SELECT * FROM results.{view}", target, fmt=fmt)
-        written[view] = target
+    for name, query in published_queries().items():
+        target = out_dir / f"{name}{FILE_SUFFIXES[fmt]}"
+        if fmt == "csv" and name == DETECTION_LEVEL:
+            _write_csv_unnamed_index(con, query, target, provenance)
+        else:
+            write_result(con, con.sql(query), target, fmt, replace(provenance, query=query),
+                         chunk_rows=chunk_rows)
+        written[name] = target
     return written

@@ -13,11 +13,13 @@ from xpipe.predict.export import export_results
 from xpipe.predict.scoring import voting_warehouse
 from xpipe.warehouse.connection import only_row, scalar, staging_name
 from xpipe.warehouse.contracts import create_table
+from xpipe.warehouse.provenance import input_provenance
 from xpipe.warehouse.seeds import class_names
 from xpipe.warehouse.sql_models import check_written, run_models
 
 
-def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, int]:
+def vote_file(detections: Path, out_dir: Path, fmt: str = "csv", *, chunk_rows: int = 100_000
+              ) -> dict[str, int]:
     with voting_warehouse() as con:
         # The feature columns of the published per-source layout come from raw detections,
         # which a per-detection classification file does not carry: they stay empty.
@@ -30,7 +32,8 @@ def vote_file(detections: Path, out_dir: Path, fmt: str = "csv") -> dict[str, in
                     f"FROM {staging_name('raw.paper_detections')}")
         check_written(con, "results.detection_class")
         run_models(con, layers=["votes"])  # the votes and the published layouts
-        export_results(con, out_dir, fmt)
+        export_results(con, out_dir, fmt, provenance=input_provenance(str(detections)),
+                       chunk_rows=chunk_rows)
         row = only_row(con, "SELECT count(*), count(*) FILTER (WHERE is_unique), "
                           "count(*) FILTER (WHERE NOT is_unique) FROM results.source_class")
         detections_count = int(scalar(con, "SELECT count(*) FROM results.detection_class"))

@@ -16,9 +16,9 @@ from xpipe.warehouse.connection import (
     WarehouseError,
     first_row,
     require_tables,
-    scalar,
     table_exists,
 )
+from xpipe.warehouse.provenance import stored_classify_run
 
 F64 = NDArray[np.float64]
 
@@ -34,7 +34,7 @@ def require_classified(con: duckdb.DuckDBPyConnection) -> None:
 
 def classify_run_id(con: duckdb.DuckDBPyConnection) -> str:
     """The run that fitted the stored clustering: what every science output is computed for."""
-    return str(scalar(con, "SELECT any_value(run_id) FROM model.gmm_components"))
+    return str(stored_classify_run(con))
 
 
 def classify_params(con: duckdb.DuckDBPyConnection) -> ClassifyParams:

@@ -46,13 +46,14 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
                          dev_tools_silence_routes_logging=True,
                          dev_tools_disable_version_check=True, dev_tools_prune_errors=True)
     app.index_string = app.index_string.replace(
-        "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>")
+        "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>").replace(
+        "{%scripts%}", "{%scripts%}<script>" + ui.NAVIGATE + "</script>")
     app.layout = shell(ctx)
     _register_router(app, ctx)
     for page in PAGES:
         page.register_callbacks(app, ctx)
     server: flask.Flask = app.server
-    server.before_request(lambda: check_url(ctx))
+    server.before_request(lambda: check_url(ctx) or check_callback_request(app))
     server.register_error_handler(500, _server_error)
     server.extensions["xpipe_reader"] = ctx.reader  # the CLI closes it on the way out
     return app
@@ -104,12 +105,29 @@ def check_url(ctx: PageContext) -> flask.Response | None:
     return None
 
 
+def check_callback_request(app: dash.Dash) -> flask.Response | None:
+    """Flask's before_request for Dash's JSON endpoint: a body that is not a request for one
+    of the app's callbacks gets a 400 (Dash itself would fail with a 500)."""
+    request = flask.request
+    if request.method != "POST" or request.path != "/_dash-update-component":
+        return None
+    body = request.get_json(silent=True)
+    if (not isinstance(body, dict) or body.get("output") not in app.callback_map
+            or not isinstance(body.get("inputs"), list)
+            or not isinstance(body.get("state", []), list)):
+        return _error_response(400, "not a request for one of this app's callbacks")
+    return None
+
+
 def _error_response(status: int, text: str) -> flask.Response:
     return flask.Response(ui.error_page(status, text), status=status,
                           content_type="text/html; charset=utf-8")
 
 
 def _server_error(exc: Exception) -> flask.Response:
+    """Flask has logged the traceback; the browser gets the message only."""
+    if flask.request.path.startswith("/_dash-component-suites/"):
+        return _error_response(404, "no such script or style in the installed Dash")
     return _error_response(500, INTERNAL_ERROR)
 
 

@@ -9,8 +9,24 @@ from urllib.parse import quote
 
 import polars as pl
 from dash import dcc, html
+from dash.development.base_component import Component
 
 ERROR_ID = "app-error"  # the shell's message box for failures of any callback
+
+# Links inside the HTML tables navigate within the app as dcc.Link does (history.pushState and
+# the event dcc.Location listens for), without reloading Dash and plotly.js; a modified click
+# (new tab) stays a plain link.
+NAVIGATE = """
+document.addEventListener('click', function (event) {
+  const link = event.target.closest('a[data-xp-link]');
+  if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey
+      || event.altKey) { return; }
+  event.preventDefault();
+  window.history.pushState({}, '', link.getAttribute('href'));
+  window.dispatchEvent(new CustomEvent('_dashprivate_pushstate'));
+  window.scrollTo(0, 0);
+});
+"""
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
@@ -22,6 +38,11 @@ body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
 .xp-message { padding: .6em .9em; margin: .6em 0; border-radius: 4px; }
 .xp-error { background: #fdecea; border: 1px solid #e0a39b; }
 .xp-note { background: #eef3f8; border: 1px solid #b7c7d8; }
+.xp-columns { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.3fr);
+              gap: 0 2em; align-items: start; }
+.xp-columns h2:first-child { margin-top: .3em; }
+h1 { margin: .3em 0 .2em; font-size: 1.6em; }
+h2 { font-size: 1.15em; margin: 1em 0 .3em; }
 .xp-facts td { padding: .15em .8em .15em 0; vertical-align: top; }
 .xp-form { display: flex; gap: .6em; align-items: end; flex-wrap: wrap; margin: .5em 0; }
 .xp-form label { display: flex; flex-direction: column; font-size: .85em; }
@@ -33,6 +54,11 @@ code, pre { background: #f4f4f4; }
                              white-space: nowrap; }
 pre { padding: .6em; white-space: pre-wrap; }
 """
+
+
+def columns(left: list[Component], right: list[Component]) -> html.Div:
+    """Two columns side by side (the right one wider, for a figure)."""
+    return html.Div([html.Div(left), html.Div(right)], className="xp-columns")
 
 
 def message(text: str, *, error: bool = True, id: str | None = None) -> html.Div:
@@ -79,7 +105,8 @@ def data_table(frame: pl.DataFrame, id: str, *, link_names: bool = False) -> dcc
     def cell(column: str, value: Any) -> str:
         text = html_text.escape(cell_text(value))
         if link_names and column == "name" and value is not None:
-            return f'<td><a href="{html_text.escape(source_href(str(value)))}">{text}</a></td>'
+            href = html_text.escape(source_href(str(value)))
+            return f'<td><a href="{href}" data-xp-link="1">{text}</a></td>'
         return f"<td>{text}</td>"
 
     head = "".join(f"<th>{html_text.escape(column)}</th>" for column in frame.columns)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,8 @@ import duckdb
 from xpipe.core.config import Settings
 from xpipe.core.errors import UserQueryError, WarehouseError
 from xpipe.warehouse.connection import connect
+from xpipe.warehouse.file_formats import format_for, write_result
+from xpipe.warehouse.provenance import file_provenance
 
 # Settings applied before the lock: no extension is installed or loaded on a query's behalf, and
 # Python objects in scope are not scanned as tables.
@@ -43,10 +46,6 @@ _PRAGMA_NAME = re.compile(r"\s*PRAGMA\s+([A-Za-z_][A-Za-z_0-9]*)", re.IGNORECASE
 # since EXPLAIN ANALYZE runs it.
 _EXPLAIN_PREFIX = re.compile(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^()]*\)\s*)?",
                              re.IGNORECASE)
-
-OUT_FORMATS = ("csv", "parquet")
-
-
 
 
 def _refusal(number: int, kind: str, why: str = "") -> UserQueryError:
@@ -186,16 +185,14 @@ def check_out_path(out: Path, settings: Settings) -> None:
                              "one: write elsewhere")
 
 
-def write_relation(relation: duckdb.DuckDBPyRelation, out: Path, *, settings: Settings,
-                   fmt: str) -> None:
-    """Write a result to `out` through the relation API: the path is never pasted into SQL."""
-    if fmt not in OUT_FORMATS:
-        raise UserQueryError(f"unknown output format {fmt!r}; expected one of {OUT_FORMATS}")
+def write_relation(con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation, out: Path,
+                   *, settings: Settings, fmt: str | None, query: str) -> None:
+    """Write a result to `out` (format `fmt`, else from its suffix) with the warehouse's
+    provenance and the query; the path and the query are never pasted into SQL."""
+    fmt = format_for(out, fmt)
     check_out_path(out, settings)
+    provenance = replace(file_provenance(con), query=query)
     try:
-        if fmt == "parquet":
-            relation.write_parquet(str(out))
-        else:
-            relation.write_csv(str(out), header=True)
+        write_result(con, relation, out, fmt, provenance, chunk_rows=settings.chunk_rows)
     except duckdb.Error as exc:
         raise UserQueryError(f"cannot write {out}: {exc}") from exc

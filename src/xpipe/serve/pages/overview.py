@@ -74,17 +74,18 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
                 f"classified detections: {stages['uniquely_classified']:,} uniquely "
                 f"classified (both votes agree), {stages['ambiguous']:,} ambiguous. Explore: ",
                 *page_links(ctx)], id="overview-summary"),
-        html.H2("The classification"),
-        ui.facts_table(run_facts(ctx, facts), id="overview-run"),
-        html.H2("Rows at each stage"),
-        ui.facts_table([(STAGE_LABELS.get(k, k), f"{v:,}") for k, v in stages.items()],
-                       id="overview-stages"),
-        html.H2("Sources per master class"),
-        dcc.Graph(id="overview-classes", figure=class_figure(facts.classes),
-                  config={"displaylogo": False}),
-        ui.data_table(pl.DataFrame(facts.classes, orient="row",
-                                   schema=["aggregated class", "master class", "sources"]),
-                      id="overview-class-table"),
+        ui.columns(
+            [html.H2("The classification"),
+             ui.facts_table(run_facts(ctx, facts), id="overview-run"),
+             html.H2("Rows at each stage"),
+             ui.facts_table([(STAGE_LABELS.get(k, k), f"{v:,}") for k, v in stages.items()],
+                            id="overview-stages")],
+            [html.H2("Uniquely classified sources per master class"),
+             dcc.Graph(id="overview-classes", figure=class_figure(facts.classes),
+                       config={"displaylogo": False}),
+             ui.data_table(pl.DataFrame(facts.classes, orient="row",
+                                        schema=["aggregated class", "master class", "sources"]),
+                           id="overview-class-table")]),
         *anomaly_section(facts.anomalies),
     ])
 
@@ -109,7 +110,8 @@ def run_facts(ctx: PageContext, facts: Overview) -> list[tuple[str, object]]:
     return [("warehouse", str(ctx.reader.path)), ("classification run", str(run["run_id"])),
             ("ran", f"{started:%Y-%m-%d %H:%M:%S} UTC{took}" if started else "—"),
             ("xpipe version", str(run.get("xpipe_version") or "—")),
-            ("parameters", html.Code(json.dumps(facts.params, sort_keys=True)))]
+            ("parameters", html.Code(json.dumps(facts.params, sort_keys=True, indent=1),
+                                     style={"whiteSpace": "pre"}))]
 
 
 def class_figure(classes: list[tuple[str, str, int]]) -> go.Figure:

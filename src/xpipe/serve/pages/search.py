@@ -24,6 +24,7 @@ TITLE = "Search"
 MAX_ROWS = 200  # results shown; the page says when there are more
 MAX_NAME_CHARS = 100
 CONE_KEYS = ("ra", "dec", "r")
+WIDE = {"width": "11em"}
 COLUMNS = ("name, ra, dec, detection_count, hard_class, soft_class, is_unique, master_class, "
            "agg_master_class")
 
@@ -145,12 +146,12 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
                 placeholder="2CXO J1234", style={"width": "18em"})]),
             html.Button("find by name", id="search-by-name")], className="xp-form"),
         html.Div([
-            html.Label(["ra (deg)", dcc.Input(id="search-ra", type="text",
+            html.Label(["ra (deg)", dcc.Input(id="search-ra", type="text", style=WIDE,
                                               value=f"{cone.ra:.12g}" if cone else "")]),
-            html.Label(["dec (deg)", dcc.Input(id="search-dec", type="text",
+            html.Label(["dec (deg)", dcc.Input(id="search-dec", type="text", style=WIDE,
                                                value=f"{cone.dec:.12g}" if cone else "")]),
             html.Label(["radius (arcsec)", dcc.Input(
-                id="search-radius", type="text",
+                id="search-radius", type="text", style={"width": "7em"},
                 value=f"{cone.radius_arcsec:.12g}" if cone else "10")]),
             html.Button("find in cone", id="search-by-cone")], className="xp-form"),
         html.Div(id="search-message"),
@@ -183,6 +184,8 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
     def submit(_name_clicks: int | None, _name_submit: int | None, _cone_clicks: int | None,
                name: str | None, ra: str | None, dec: str | None, radius: str | None
                ) -> tuple[object, object]:
+        if not any(t["value"] for t in dash.ctx.triggered):  # drawn, not clicked
+            raise dash.exceptions.PreventUpdate
         by_cone = dash.ctx.triggered_id == "search-by-cone"
         query = ({"ra": ra or "", "dec": dec or "", "r": radius or ""} if by_cone
                  else {"name": name or ""})

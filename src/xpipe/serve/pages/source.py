@@ -56,15 +56,16 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
     return html.Div([
         html.H1(explanation.name, id="source-name-title"),
         html.P(explanation.title(), id="source-title"),
-        ui.facts_table(source_facts(explanation, counterpart, anomaly, ctx), id="source-facts"),
-        dcc.Graph(id="source-figure", figure=explanation_figure(explanation),
-                  config={"displaylogo": False}),
+        ui.columns(
+            [ui.facts_table(source_facts(explanation, counterpart, anomaly), id="source-facts"),
+             html.H2("Elsewhere"),
+             html.Ul(links(explanation, counterpart, release), id="source-links")],
+            [dcc.Graph(id="source-figure", figure=explanation_figure(explanation),
+                       config={"displaylogo": False})]),
         html.H2("Detections"),
         html.P("Each classified detection: its cluster, its probability per class and the "
                "class predicted for it (the most probable)."),
         ui.data_table(explanation.detections, id="source-detections"),
-        html.H2("Elsewhere"),
-        html.Ul(links(explanation, counterpart, release), id="source-links"),
         html.P(f"The ADQL that fetches this source's rows from {release.release} "
                f"({release.url}), as `xpipe warehouse --source {release.release}` asks:"),
         html.Pre(one_source_query(release, explanation.name), id="source-adql"),
@@ -118,8 +119,7 @@ def _number(value: object, digits: int = 3) -> str:
 
 
 def source_facts(explanation: Explanation, counterpart: dict[str, object] | None,
-                 anomaly: dict[str, object] | None, ctx: PageContext
-                 ) -> list[tuple[str, object]]:
+                 anomaly: dict[str, object] | None) -> list[tuple[str, object]]:
     source = explanation.source
     facts: list[tuple[str, object]] = [
         ("position (ICRS)", f"ra {source['ra']:.6f}°, dec {source['dec']:.6f}°"),
@@ -134,9 +134,10 @@ def source_facts(explanation: Explanation, counterpart: dict[str, object] | None
                   f"{_number(counterpart['separation_arcsec'])}″ away" if counterpart
                   else "none within the match radius"))
     if anomaly:
-        facts.append(("anomaly", f"rank {anomaly['rank']:,} of {anomaly['ranked']:,} sources; "
-                                 f"its most anomalous detection {anomaly['det_id']}: smallest "
-                                 f"Mahalanobis² {_number(anomaly['min_mahalanobis_sq'], 2)}, "
+        facts.append(("anomaly", f"rank {anomaly['rank']:,} of {anomaly['ranked']:,} sources "
+                                 f"(1: most anomalous); its most anomalous detection "
+                                 f"{anomaly['det_id']}: smallest Mahalanobis² "
+                                 f"{_number(anomaly['min_mahalanobis_sq'], 2)}, "
                                  f"p = {_number(anomaly['anomaly_p'], 4)}"))
     return facts
 
@@ -189,7 +190,7 @@ def explanation_figure(explanation: Explanation) -> go.Figure:
     for name, labels in votes.items():
         fig.add_annotation(x=name, y=1.06, text=" + ".join(labels), showarrow=False,
                            font={"size": 11})
-    fig.update_layout(height=380, template="plotly_white", yaxis_range=[0, 1.12],
+    fig.update_layout(height=420, template="plotly_white", yaxis_range=[0, 1.12],
                       yaxis_title="class probability", legend_orientation="h",
                       margin={"l": 50, "r": 10, "t": 20, "b": 40})
     return fig
@@ -199,7 +200,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Input("source-open", "n_clicks"), Input("source-name", "n_submit"),
                   State("source-name", "value"), prevent_initial_call=True)
-    def open_source(_clicks: int | None, _submit: int | None, name: str | None) -> str:
-        if not name or not name.strip():
+    def open_source(clicks: int | None, submit: int | None, name: str | None) -> str:
+        if not (clicks or submit) or not name or not name.strip():
             raise dash.exceptions.PreventUpdate
         return PATH + "/" + quote(name.strip(), safe="")

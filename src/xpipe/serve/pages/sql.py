@@ -2,7 +2,8 @@
 `xpipe sql` (warehouse.user_sql: only reading statements run, the configuration is locked),
 on a cursor of the server's read-only connection. A result shows its first
 `settings.sql_max_rows` rows and says how many there are; a query running longer than
-`settings.sql_time_limit_s` is interrupted; the download writes the whole result. Off unless
+`settings.sql_time_limit_s` is interrupted; the download writes the whole result as CSV,
+Parquet, VOTable or FITS with its provenance (warehouse.file_formats). Off unless
 `settings.allow_sql` (a query can read the server's local files)."""
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from xpipe.core.errors import UserQueryError
 from xpipe.serve import ui
 from xpipe.serve.context import PageContext
 from xpipe.serve.routing import require_no_subpath
-from xpipe.warehouse.user_sql import OUT_FORMATS, run_user_sql, single_relation, write_relation
+from xpipe.warehouse.file_formats import FILE_SUFFIXES, FORMATS
+from xpipe.warehouse.user_sql import run_user_sql, single_relation, write_relation
 
 PATH = "/sql"
 TITLE = "SQL"
@@ -35,6 +37,7 @@ EXAMPLE = ("SELECT agg_master_class, master_class, count(*) AS sources\n"
            "FROM results.uniquely_classified GROUP BY ALL ORDER BY 1, 3 DESC")
 OFF = ("The SQL page is off: this server listens beyond this machine and a query can read "
        "the server's files. Start it with `xpipe serve --allow-sql` to turn it on.")
+LABELS = {"csv": "CSV", "parquet": "Parquet", "votable": "VOTable", "fits": "FITS"}
 T = TypeVar("T")
 
 
@@ -107,13 +110,15 @@ def run_query(ctx: PageContext, text: str) -> list[Shown]:
 
 
 def download(ctx: PageContext, text: str, fmt: str) -> dict[str, Any]:
-    """The whole result of a one-statement query as a file for dcc.Download."""
-    if fmt not in OUT_FORMATS:
-        raise UserQueryError(f"unknown format {fmt!r}; expected one of {OUT_FORMATS}")
+    """The whole result of a one-statement query as a file for dcc.Download, written as
+    `xpipe sql --out` writes it (the provenance and the query in the format's metadata)."""
+    if fmt not in FORMATS:
+        raise UserQueryError(f"unknown format {fmt!r}; expected one of {FORMATS}")
     with tempfile.TemporaryDirectory(prefix="xpipe-serve-") as folder:
-        out = Path(folder) / f"xpipe-query.{fmt}"
+        out = Path(folder) / f"xpipe-query{FILE_SUFFIXES[fmt]}"
         run_guarded(ctx, text, lambda cursor: write_relation(
-            single_relation(cursor, text), out, settings=ctx.reader.settings, fmt=fmt))
+            cursor, single_relation(cursor, text), out, settings=ctx.reader.settings,
+            fmt=fmt, query=text))
         return dcc.send_file(str(out))
 
 
@@ -124,7 +129,7 @@ def validate(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> None
 def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Component:
     if not ctx.settings.allow_sql:
         return html.Div([html.H1("SQL"), ui.message(OFF, error=False, id="sql-off")])
-    limits = (f"Read-only: only statements that read run (as `xpipe sql`). The table shows "
+    limits = (f"Read-only: only statements that read run, as with xpipe sql. The table shows "
               f"the first {ctx.settings.sql_max_rows:,} rows; a query is stopped after "
               f"{ctx.settings.sql_time_limit_s:g} s; the download holds the whole result.")
     return html.Div([
@@ -132,9 +137,8 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         html.P(limits),
         dcc.Textarea(id="sql-query", value=query.get("q") or EXAMPLE,
                      style={"width": "100%", "height": "8em", "fontFamily": "monospace"}),
-        html.Div([html.Button("run", id="sql-run"),
-                  html.Button("download CSV", id="sql-download-csv"),
-                  html.Button("download Parquet", id="sql-download-parquet")],
+        html.Div([html.Button("run", id="sql-run"), html.Span("download the whole result:"),
+                  *[html.Button(LABELS[fmt], id=f"sql-download-{fmt}") for fmt in FORMATS]],
                  className="xp-form"),
         html.Div(id="sql-result"),
         dcc.Download(id="sql-download"),
@@ -164,10 +168,10 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
 
     @app.callback(Output("sql-download", "data"), Output("sql-result", "children",
                                                          allow_duplicate=True),
-                  Input("sql-download-csv", "n_clicks"),
-                  Input("sql-download-parquet", "n_clicks"),
+                  *[Input(f"sql-download-{fmt}", "n_clicks") for fmt in FORMATS],
                   State("sql-query", "value"), prevent_initial_call=True)
-    def save(_csv: int | None, _parquet: int | None, text: str | None) -> tuple[Any, Any]:
+    def save(*args: Any) -> tuple[Any, Any]:
+        text: str | None = args[-1]
         fmt = str(dash.ctx.triggered_id).removeprefix("sql-download-")
         try:
             return download(ctx, text or "", fmt), dash.no_update
