@@ -53,8 +53,8 @@ PATH = "/properties"
 TITLE = "Properties"
 # References are outlined circles, targets plain ones: WebGL draws circles (with or without an
 # outline) in one fast pass; any other symbol costs 2-3× more per point (software rendering).
-MARKERS = {"reference": {"line": {"width": 1.2, "color": "#111111"}},
-           "target": {"line": {"width": 0}}}
+MARKERS = {"target": {"line": {"width": 0}},
+           "reference": {"line": {"width": 1.2, "color": "#111111"}}}
 MARKER_WORDS = {"reference": "outlined", "target": "plain"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
 _DATA: WeakKeyDictionary[PageContext, PropertyData] = WeakKeyDictionary()  # per app
@@ -217,8 +217,8 @@ def property_figure(flt: PropertyFilter, view: PropertyView, box: Any) -> dict[s
         "yaxis": {**axis, **_range(shown.y0, shown.y1, flt.log_y),
                   "title": {"text": axis_label(flt.y)}},
         "uirevision": f"{flt.level}|{flt.x}|{flt.y}|{flt.log_x}|{flt.log_y}",
-        "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
-        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 20},
+        "legend": {"orientation": "h", "x": 0, "y": -0.12, "yanchor": "top"},
         "plot_bgcolor": "white", "paper_bgcolor": "white", "hovermode": "closest",
         "coloraxis": {"colorscale": "Viridis",
                       "colorbar": {"title": {"text": axis_label(flt.colour)}}},

@@ -197,10 +197,11 @@ def _layer_words(layer: Layer, what: str) -> str:
 def sky_figure(data: SkyData, flt: SkyFilter, view: SkyView) -> dict[str, Any]:
     """The map as a plotly figure: plain dicts, numbers as typed arrays (plotly's validation
     and JSON lists cost more than the query)."""
-    traces = [_graticule(data)]
+    traces = []
     if view.density is not None and view.density.bins is not None:
         traces.append(_heatmap(view.density.bins, "all detected sources", DENSITY_SCALE, 0.6,
                                colorbar=False))
+    traces.append(_graticule(data))  # over the density, under the sources
     traces += _classified_traces(view.classified)
     if view.references is not None:
         traces += _reference_traces(view.references)
@@ -229,7 +230,7 @@ def _graticule(data: SkyData) -> dict[str, Any]:
     x, y = data.graticule_lines()
     return {"type": "scatter", "mode": "lines", "x": typed(x), "y": typed(y),
             "hoverinfo": "skip", "showlegend": False, "connectgaps": False,
-            "line": {"color": "#c8c8c8", "width": 0.7}, "name": "graticule"}
+            "line": {"color": "#a0a0a0", "width": 0.7}, "name": "graticule"}
 
 
 def _heatmap(bins: Bins, name: str, colorscale: Any, opacity: float, *, colorbar: bool
