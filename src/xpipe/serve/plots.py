@@ -11,12 +11,12 @@ from typing import Any
 
 import dash
 import numpy as np
-from dash import Input, Output, html
+from dash import Input, Output, dcc, html
 from dash.development.base_component import Component
 
 from xpipe.serve.ui import source_href
 
-GRAPH_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True,
+GRAPH_CONFIG: dcc.Graph.Config = {"scrollZoom": True, "displaylogo": False, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 MAX_DETECTIONS_FILTER = 1_000_000  # the largest "minimum detections" a view accepts
 

@@ -10,7 +10,7 @@ visible box. The filters are mirrored in the URL (shareable views).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -53,7 +53,7 @@ PATH = "/properties"
 TITLE = "Properties"
 # References are outlined circles, targets plain ones: WebGL draws circles (with or without an
 # outline) in one fast pass; any other symbol costs 2-3× more per point (software rendering).
-MARKERS = {"target": {"line": {"width": 0}},
+MARKERS: dict[str, dict[str, Any]] = {"target": {"line": {"width": 0}},
            "reference": {"line": {"width": 1.2, "color": "#111111"}}}
 MARKER_WORDS = {"reference": "outlined", "target": "plain"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
@@ -76,9 +76,10 @@ def property_filter(query: Mapping[str, str]) -> PropertyFilter:
 def query_of(flt: PropertyFilter) -> dict[str, str]:
     """The URL parameters of a view: those that differ from the default view."""
     default = PropertyFilter()
-    pairs = [("level", flt.level), ("x", flt.x), ("y", flt.y), ("log_x", flt.log_x),
-             ("log_y", flt.log_y), ("colour", flt.colour), ("class", flt.classes),
-             ("kind", flt.kind)]
+    pairs: list[tuple[str, str | bool | Sequence[str]]] = [
+        ("level", flt.level), ("x", flt.x), ("y", flt.y), ("log_x", flt.log_x),
+        ("log_y", flt.log_y), ("colour", flt.colour), ("class", flt.classes),
+        ("kind", flt.kind)]
     return encode((key, value) for key, value in pairs
                   if value != getattr(default, "classes" if key == "class" else key))
 

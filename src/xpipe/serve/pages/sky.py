@@ -96,7 +96,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
             value=flt.votes, **radio)),
         field("min. mean probability", dcc.Input(
             # text, not number: what is typed reaches the same check as the URL's value
-            id="sky-min-prob", type="text", inputMode="decimal", debounce=True,
+            id="sky-min-prob", type="text", debounce=True,
             value=f"{flt.min_probability:g}", style={"width": "6em"})),
         field("min. detections", dcc.Input(
             id="sky-min-det", type="text", inputMode="numeric", debounce=True,
@@ -280,7 +280,7 @@ def _reference_traces(layer: Layer) -> list[dict[str, Any]]:
                  "colorscale": "Reds", "showscale": False, "line": {"width": 1},
                  "hoverinfo": "skip", "showlegend": True, "ncontours": 6}]
     points = layer.points if layer.points is not None else pl.DataFrame()
-    traces = []
+    traces: list[dict[str, Any]] = []
     for agg in aggregated_class_names():
         part = points.filter(pl.col("agg_class") == agg) if points.height else points
         if part.height:
