@@ -20,7 +20,7 @@ DACHS_URL  := http://127.0.0.1:8086/tap
 DACHS_SIM  ?= warehouse/dachs/sim
 DACHS_SCHEMAS ?= csc2 csc21
 
-.PHONY: install warehouse classify demo serve test lint docs clean bench bench-kernel bench-pipeline bench-formats bench-uncertainty dachs-serve dachs-stop test-services
+.PHONY: install warehouse classify demo serve test lint docs clean bench bench-kernel bench-pipeline bench-formats bench-uncertainty bench-serve dachs-serve dachs-stop test-services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -111,7 +111,7 @@ docs: $(STAMP)
 ## size takes about half an hour and 50 GB of disk (checked before it starts); BENCH_SIM_CACHE=DIR
 ## keeps the simulated catalogues there for later runs.
 BENCH_SIZES ?= 100000 928280 1304376 10000000 100000000
-bench: bench-kernel bench-pipeline bench-formats bench-uncertainty
+bench: bench-kernel bench-pipeline bench-formats bench-uncertainty bench-serve
 	$(PY) bench/summarize.py
 
 bench-kernel: $(STAMP)
@@ -128,6 +128,14 @@ bench-formats: $(STAMP)
 BENCH_WAREHOUSE ?=
 bench-uncertainty: $(STAMP)
 	$(PY) bench/uncertainty.py $(BENCH_WAREHOUSE)
+
+## the explorer's latency in headless Chromium (Debian's chromium and chromium-driver): every
+## interaction of every page, timed until drawn, on a classified warehouse per entry of
+## SERVE_BENCH: a number of detections (simulated and classified once in bench/work/serve/;
+## BENCH_SIM_CACHE is reused) or a warehouse file
+SERVE_BENCH ?= 928280 10000000
+bench-serve: $(STAMP)
+	$(PY) bench/serve_latency.py $(SERVE_BENCH)
 
 clean:
 	rm -rf warehouse/xpipe.duckdb warehouse/xpipe.duckdb.wal warehouse/sim warehouse/tmp

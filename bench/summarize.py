@@ -33,6 +33,28 @@ def scaling_fit(ns: list[int], seconds: list[float]) -> dict:
             "intercept_seconds": float(intercept)}
 
 
+def serve_latency_section(results: dict[str, dict]) -> list[str]:
+    """The explorer's latency per interaction: median and maximum per warehouse size."""
+    runs = sorted((r for k, r in results.items() if k.startswith("serve_latency_")),
+                  key=lambda r: r["detections"])
+    if not runs:
+        return []
+    head = " | ".join(f"{r['detections']:,} detections (target {r['target_s']:g} s)"
+                      for r in runs)
+    lines = ["## Explorer latency (`xpipe serve` in headless Chromium, until drawn; median / "
+             "max s)", "", f"| interaction | {head} |", "|---|" + "---|" * len(runs)]
+    for name in runs[0]["interactions"]:
+        cells = []
+        for r in runs:
+            i = r["interactions"].get(name)
+            cells.append("–" if i is None else f"{i['median_s']:.2f} / {i['max_s']:.2f}"
+                         + ("" if i["within_target"] else " ✗"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| server start (to the first answer) | "
+                 + " | ".join(f"{r['startup_s']:.1f}" for r in runs) + " |")
+    return [*lines, ""]
+
+
 def main() -> None:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
     lines = ["# Benchmark summary", ""]
@@ -116,6 +138,7 @@ def main() -> None:
                   f"{drawn['single_pass_rows_per_s']:,.0f} | "
                   f"{drawn['draw_rate_vs_single_pass']:.2f} | {gib(drawn['peak_rss_bytes'])} |",
                   "", f"One chunk of {single['chunk_draw_rows']:,} draw rows: {steps}.", ""]
+    lines += serve_latency_section(results)
     (RESULTS / "SUMMARY.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

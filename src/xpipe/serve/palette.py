@@ -22,8 +22,7 @@ def agg_colour(agg_class: str | None) -> str:
 def _shade(colour: str, amount: float) -> str:
     """`colour` moved towards black (amount < 0) or white (amount > 0)."""
     target = 1.0 if amount > 0 else 0.0
-    rgb = to_rgb(colour)
-    r, g, b = (c + (target - c) * abs(amount) for c in rgb)
+    r, g, b = (c + (target - c) * abs(amount) for c in to_rgb(colour))
     return to_hex((r, g, b))
 
 

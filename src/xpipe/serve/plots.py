@@ -11,13 +11,13 @@ from typing import Any
 
 import dash
 import numpy as np
-from dash import Input, Output, html
+from dash import Input, Output, dcc, html
 from dash.development.base_component import Component
 
 from xpipe.serve.ui import source_href
 
-GRAPH_CONFIG: Any = {"scrollZoom": True, "displaylogo": False, "responsive": True,  # a Config
-                     "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+GRAPH_CONFIG: dcc.Graph.Config = {"scrollZoom": True, "displaylogo": False, "responsive": True,
+                "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 MAX_DETECTIONS_FILTER = 1_000_000  # the largest "minimum detections" a view accepts
 
 # history.replaceState: the address bar follows the filters without a navigation (the router
@@ -80,6 +80,12 @@ def navigate_to_source(app: dash.Dash, graph: str) -> None:
         if not isinstance(name, str) or not name:
             raise dash.exceptions.PreventUpdate  # a bin or a graticule line
         return source_href(name), ""
+
+
+def marker_size(points: int) -> int:
+    """Marker diameter in pixels for a plot of `points` points: smaller as they crowd (which
+    also bounds the drawing work, proportional to the pixels covered)."""
+    return 6 if points <= 10_000 else 4 if points <= 30_000 else 3
 
 
 def typed(values: np.ndarray) -> dict[str, str]:

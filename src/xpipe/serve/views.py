@@ -52,9 +52,10 @@ def _axis_range(relayout: Mapping[str, Any], axis: str, log: bool
     pair = relayout.get(f"{axis}.range")
     if not isinstance(pair, list | tuple) or len(pair) != 2:
         pair = (relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]"))
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in pair):
+    bounds = [float(v) for v in pair if isinstance(v, int | float) and math.isfinite(v)]
+    if len(bounds) != 2:
         return None
-    lo, hi = sorted(float(v) for v in pair if v is not None)
+    lo, hi = sorted(bounds)
     return (10.0 ** lo, 10.0 ** hi) if log else (lo, hi)
 
 
