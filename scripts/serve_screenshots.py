@@ -41,6 +41,24 @@ def shoot(driver: webdriver.Chrome, url: str, ready: str, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def shoot_plot(driver: webdriver.Chrome, url: str, graph: str, out: Path) -> None:
+    """A Sky or Properties page once its graph has drawn its view (a taller window: the
+    whole graph), as a 256-colour PNG (a third of the size)."""
+    from PIL import Image
+
+    driver.set_window_size(1200, 1050)
+    driver.get(url)
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        f"const g = document.querySelector('#{graph} .js-plotly-plot');"
+        "return g && g._fullLayout && g.layout.meta && g.layout.meta.view"))
+    WebDriverWait(driver, 30).until(lambda d: d.execute_async_script(
+        "requestAnimationFrame(() => requestAnimationFrame(() => arguments[0](true)))"))
+    driver.save_screenshot(str(out))
+    driver.set_window_size(1200, 800)
+    Image.open(out).convert("RGB").quantize(256).save(out, optimize=True)
+    print(f"wrote {out}")
+
+
 def main(warehouse: Path, out_dir: Path) -> None:
     app = create_app(warehouse, ServeSettings(allow_sql=True, port=0))
     reader = app.server.extensions["xpipe_reader"]
@@ -55,6 +73,9 @@ def main(warehouse: Path, out_dir: Path) -> None:
         driver = browser(profile)
         try:
             shoot(driver, base + "/", "#overview-classes .main-svg", out_dir / "serve-overview.png")
+            shoot_plot(driver, base + "/sky?density=1", "sky-graph", out_dir / "serve-sky.png")
+            shoot_plot(driver, base + "/properties?x=hard_ms&y=var_ratio_b&log_y=1",
+                       "props-graph", out_dir / "serve-properties.png")
             cone = urlencode({"ra": "266.4", "dec": "-28.94", "r": "3600"})  # Galactic centre
             shoot(driver, f"{base}/search?{cone}", "#search-table", out_dir / "serve-search.png")
             shoot(driver, f"{base}/source/{quote(name, safe='')}", "#source-figure .main-svg",

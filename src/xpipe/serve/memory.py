@@ -24,14 +24,15 @@ class MemoryTables:
         self._con = duckdb.connect(":memory:")
         self._lock = threading.Lock()
 
-    def load(self, table: str, frame: pl.DataFrame, select: str = "*", where: str = "TRUE"
-             ) -> None:
-        """Create `table` AS SELECT `select` FROM the frame WHERE `where` (replacing one of
-        that name)."""
+    def load(self, table: str, frame: pl.DataFrame, select: str = "*", where: str = "TRUE",
+             order: str | None = None) -> None:
+        """Create `table` AS SELECT `select` FROM the frame WHERE `where`, stored in `order`
+        (replacing a table of that name)."""
+        order_by = f" ORDER BY {order}" if order else ""
         with self._lock, self._con.cursor() as cur:
             cur.register("incoming", frame.to_arrow())
             cur.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {select} FROM incoming "
-                        f"WHERE {where}")
+                        f"WHERE {where}{order_by}")
             cur.unregister("incoming")
 
     def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None

@@ -82,6 +82,12 @@ def navigate_to_source(app: dash.Dash, graph: str) -> None:
         return source_href(name), ""
 
 
+def marker_size(points: int) -> int:
+    """Marker diameter in pixels for a plot of `points` points: smaller as they crowd (which
+    also bounds the drawing work, proportional to the pixels covered)."""
+    return 6 if points <= 10_000 else 4 if points <= 30_000 else 3
+
+
 def typed(values: np.ndarray) -> dict[str, str]:
     """An array as plotly.js's typed-array form (base64 of little-endian float32 or int32,
     with its shape): a tenth of JSON's size and time for numbers; NaN stays a gap."""

@@ -49,17 +49,21 @@ def _detections_sql() -> str:
     probabilities = ", ".join(f"c.{quote_ident(c)} AS {quote_ident(probability_axis(c))}"
                               for c in class_names())
     return f"""
-        SELECT f.det_id, f.name, r.role AS kind,
-               CASE WHEN r.role = 'reference' THEN r.label_class ELSE c.pred_class END AS class,
-               {features}, {probabilities}
-        FROM model.detection_features AS f
-        JOIN model.detection_roles AS r USING (det_id)
-        LEFT JOIN results.detection_class AS c USING (det_id)
-        WHERE r.role = 'reference' OR c.pred_class IS NOT NULL"""
+        WITH labelled AS (
+            SELECT f.det_id, f.name, r.role AS kind,
+                   CASE WHEN r.role = 'reference' THEN r.label_class ELSE c.pred_class END
+                       AS class,
+                   {features}, {probabilities}
+            FROM model.detection_features AS f
+            JOIN model.detection_roles AS r USING (det_id)
+            LEFT JOIN results.detection_class AS c USING (det_id)
+            WHERE r.role = 'reference' OR c.pred_class IS NOT NULL
+        )
+        SELECT l.*, k.agg_class FROM labelled AS l LEFT JOIN model.classes AS k USING (class)"""
 
 
-VOTES_SQL = "SELECT name, master_class FROM results.source_class"
-CLASSES_SQL = "SELECT class, agg_class FROM model.classes"
+VOTES_SQL = """
+    SELECT s.name, s.master_class, s.agg_master_class FROM results.source_class AS s"""
 
 
 def _sources_select() -> str:
@@ -70,6 +74,8 @@ def _sources_select() -> str:
         SELECT d.name, any_value(d.kind) AS kind,
                CASE WHEN any_value(d.kind) = 'reference' THEN any_value(d.class)
                     ELSE any_value(v.master_class) END AS class,
+               CASE WHEN any_value(d.kind) = 'reference' THEN any_value(d.agg_class)
+                    ELSE any_value(v.agg_master_class) END AS agg_class,
                count(*) AS detection_count, {means},
                hash(d.name) AS sample_key
         FROM prop_detections AS d
@@ -115,10 +121,11 @@ class PropertyData:
         self.memory = memory or MemoryTables()
         start = time.perf_counter()
         detections = reader.frame(_detections_sql())
-        self.memory.load("prop_classes", reader.frame(CLASSES_SQL))
-        self.memory.load("prop_detections", detections, select="*, hash(det_id) AS sample_key")
+        # both tables in subsample order: a view's first rows are its subsample
+        self.memory.load("prop_detections", detections, select="*, hash(det_id) AS sample_key",
+                         order="sample_key")
         self.memory.load("prop_votes", reader.frame(VOTES_SQL))
-        self.memory.load("prop_sources", self.memory.frame(_sources_select()))
+        self.memory.load("prop_sources", self.memory.frame(_sources_select()), order="sample_key")
         self.load_seconds = time.perf_counter() - start
 
     def view(self, flt: PropertyFilter, box: Box | None, max_points: int) -> PropertyView:
@@ -139,11 +146,13 @@ class PropertyData:
                    count(*) FILTER (WHERE {placed} AND {positive} AND {in_box}) AS in_view
             FROM {table} WHERE {where}""", [*box_args, *params]).row(0, named=True)
         colour = "" if flt.colour == COLOUR_BY_CLASS else f", {quote_ident(flt.colour)} AS colour"
+        # no ORDER BY: the table is stored in sample_key order, which DuckDB keeps for a query
+        # without one (preserve_insertion_order), so the scan stops at the first max_points
         points = self.memory.frame(f"""
-            SELECT {x} AS x, {y} AS y, t.name, t.kind, t.class, c.agg_class{colour}
-            FROM {table} AS t LEFT JOIN prop_classes AS c USING (class)
+            SELECT {x} AS x, {y} AS y, name, kind, class, agg_class{colour}
+            FROM {table}
             WHERE {where} AND {placed} AND {positive} AND {in_box}
-            ORDER BY sample_key LIMIT ?""", [*params, *box_args, max_points])
+            LIMIT ?""", [*params, *box_args, max_points])
         return PropertyView(counts["selected"], counts["missing"], counts["nonpositive"],
                             counts["in_view"], points, time.perf_counter() - start)
 

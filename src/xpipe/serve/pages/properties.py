@@ -28,6 +28,7 @@ from xpipe.serve.plots import (
     control_style,
     field,
     form,
+    marker_size,
     mirror_query_clientside,
     navigate_to_source,
     pass_axis_events_clientside,
@@ -52,8 +53,8 @@ PATH = "/properties"
 TITLE = "Properties"
 # References are outlined circles, targets plain ones: WebGL draws circles (with or without an
 # outline) in one fast pass; any other symbol costs 2-3× more per point (software rendering).
-MARKERS = {"reference": {"size": 6, "line": {"width": 1.2, "color": "#111111"}},
-           "target": {"size": 5, "line": {"width": 0}}}
+MARKERS = {"target": {"line": {"width": 0}},
+           "reference": {"line": {"width": 1.2, "color": "#111111"}}}
 MARKER_WORDS = {"reference": "outlined", "target": "plain"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
 _DATA: WeakKeyDictionary[PageContext, PropertyData] = WeakKeyDictionary()  # per app
@@ -217,8 +218,8 @@ def property_figure(flt: PropertyFilter, view: PropertyView, box: Any) -> dict[s
         "yaxis": {**axis, **_range(shown.y0, shown.y1, flt.log_y),
                   "title": {"text": axis_label(flt.y)}},
         "uirevision": f"{flt.level}|{flt.x}|{flt.y}|{flt.log_x}|{flt.log_y}",
-        "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
-        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 20},
+        "legend": {"orientation": "h", "x": 0, "y": -0.12, "yanchor": "top"},
         "plot_bgcolor": "white", "paper_bgcolor": "white", "hovermode": "closest",
         "coloraxis": {"colorscale": "Viridis",
                       "colorbar": {"title": {"text": axis_label(flt.colour)}}},
@@ -237,6 +238,7 @@ def _range(lo: float, hi: float, log: bool) -> dict[str, Any]:
 def _class_traces(points: pl.DataFrame) -> list[dict[str, Any]]:
     """One trace per class and kind; a class is one legend entry (both its markers)."""
     traces: list[dict[str, Any]] = []
+    size = marker_size(points.height)
     for cls in (*class_names(), None):
         rows = points.filter(pl.col("class").is_null() if cls is None else pl.col("class") == cls)
         label = cls or "no master class (votes disagree)"
@@ -245,7 +247,7 @@ def _class_traces(points: pl.DataFrame) -> list[dict[str, Any]]:
             part = rows.filter(pl.col("kind") == kind)
             if part.height:
                 trace = _points(part, f"{label} ({rows.height:,})", palette.class_colour(cls),
-                                f"{KIND_WORDS[kind]}: {label}")
+                                f"{KIND_WORDS[kind]}: {label}", size)
                 trace.update(legendgroup=label, showlegend=first)
                 traces.append(trace)
                 first = False
@@ -254,13 +256,14 @@ def _class_traces(points: pl.DataFrame) -> list[dict[str, Any]]:
 
 def _value_traces(points: pl.DataFrame, label: str) -> list[dict[str, Any]]:
     traces = []
+    size = marker_size(points.height)
     for kind in MARKERS:
         rows = points.filter(pl.col("kind") == kind)
         valued = rows.filter(pl.col("colour").is_not_null())
         missing = rows.filter(pl.col("colour").is_null())
         if valued.height:
             trace = _points(valued, f"{KIND_WORDS[kind]}s ({valued.height:,})", "",
-                            KIND_WORDS[kind])
+                            KIND_WORDS[kind], size)
             trace["marker"].update(color=typed(valued["colour"].to_numpy()),
                                    coloraxis="coloraxis")
             trace["hovertemplate"] = trace["hovertemplate"].replace(
@@ -268,7 +271,8 @@ def _value_traces(points: pl.DataFrame, label: str) -> list[dict[str, Any]]:
             traces.append(trace)
         if missing.height:
             traces.append(_points(missing, f"{KIND_WORDS[kind]}s without {label} "
-                                  f"({missing.height:,})", palette.NO_CLASS, KIND_WORDS[kind]))
+                                  f"({missing.height:,})", palette.NO_CLASS, KIND_WORDS[kind],
+                                  size))
     return traces + _marker_legend()
 
 
@@ -280,10 +284,13 @@ def _marker_legend() -> list[dict[str, Any]]:
             for kind, marker in MARKERS.items()]
 
 
-def _points(part: pl.DataFrame, name: str, colour: str, words: str) -> dict[str, Any]:
+def _points(part: pl.DataFrame, name: str, colour: str, words: str, size: int
+            ) -> dict[str, Any]:
+    kind = part["kind"][0]
     return {"type": "scattergl", "mode": "markers", "name": name,
             "x": typed(part["x"].to_numpy()), "y": typed(part["y"].to_numpy()),
             "customdata": part["name"].to_list(),
             "hovertemplate": f"%{{customdata}}<br>{words}<br>(%{{x:.4g}}, %{{y:.4g}})"
                              "<extra></extra>",
-            "marker": {"color": colour, "opacity": 0.75, **MARKERS[part["kind"][0]]}}
+            "marker": {"color": colour, "opacity": 0.75, **MARKERS[kind],
+                       "size": size + (kind == "reference")}}

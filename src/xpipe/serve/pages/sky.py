@@ -34,6 +34,7 @@ from xpipe.serve.plots import (
     control_style,
     field,
     form,
+    marker_size,
     mirror_query_clientside,
     navigate_to_source,
     pass_axis_events_clientside,
@@ -246,10 +247,11 @@ def _layer_words(layer: Layer, what: str) -> str:
 def sky_figure(data: SkyData, flt: SkyFilter, view: SkyView) -> dict[str, Any]:
     """The map as a plotly figure: plain dicts, numbers as typed arrays (plotly's validation
     and JSON lists cost more than the query)."""
-    traces = [_graticule(data)]
+    traces = []
     if view.density is not None and view.density.bins is not None:
         traces.append(_heatmap(view.density.bins, "all detected sources", DENSITY_SCALE, 0.6,
                                colorbar=False))
+    traces.append(_graticule(data))  # over the density, under the sources
     traces += _classified_traces(view.classified)
     if view.references is not None:
         traces += _reference_traces(view.references)
@@ -278,7 +280,7 @@ def _graticule(data: SkyData) -> dict[str, Any]:
     x, y = data.graticule_lines()
     return {"type": "scatter", "mode": "lines", "x": typed(x), "y": typed(y),
             "hoverinfo": "skip", "showlegend": False, "connectgaps": False,
-            "line": {"color": "#c8c8c8", "width": 0.7}, "name": "graticule"}
+            "line": {"color": "#a0a0a0", "width": 0.7}, "name": "graticule"}
 
 
 def _heatmap(bins: Bins, name: str, colorscale: Any, opacity: float, *, colorbar: bool
@@ -302,6 +304,7 @@ def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
         return [_heatmap(layer.bins, "classified sources", "Viridis", 0.85, colorbar=True)]
     points = layer.points if layer.points is not None else pl.DataFrame()
     traces = []
+    size = marker_size(points.height)
     groups = [(agg, pl.col("is_unique") & (pl.col("agg_master_class") == agg))
               for agg in aggregated_class_names()]
     groups.append(("ambiguous", ~pl.col("is_unique")))
@@ -311,7 +314,9 @@ def _classified_traces(layer: Layer) -> list[dict[str, Any]]:
             colour = palette.NO_CLASS if label == "ambiguous" else palette.agg_colour(label)
             words = ("votes disagree" if label == "ambiguous"
                      else f"uniquely classified, aggregated class {label}")
-            traces.append(_points(part, f"{label} ({part.height:,})", colour, words))
+            trace = _points(part, f"{label} ({part.height:,})", colour, words)
+            trace["marker"]["size"] = size
+            traces.append(trace)
     return traces
 
 
