@@ -53,8 +53,8 @@ PATH = "/properties"
 TITLE = "Properties"
 # References are outlined circles, targets plain ones: WebGL draws circles (with or without an
 # outline) in one fast pass; any other symbol costs 2-3× more per point (software rendering).
-MARKERS = {"target": {"line": {"width": 0}},
-           "reference": {"line": {"width": 1.2, "color": "#111111"}}}
+MARKERS: dict[str, dict[str, Any]] = {"target": {"line": {"width": 0}},
+                                       "reference": {"line": {"width": 1.2, "color": "#111111"}}}
 MARKER_WORDS = {"reference": "outlined", "target": "plain"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
 _DATA: WeakKeyDictionary[PageContext, PropertyData] = WeakKeyDictionary()  # per app
