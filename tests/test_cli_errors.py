@@ -3,8 +3,11 @@ other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
@@ -119,3 +122,22 @@ def test_failing_user_query_is_one_line(tmp_path: Path, cli) -> None:
     result = cli("--warehouse", str(path), "sql", "SELECT error('boom')", expect_ok=False)
     assert result.exit_code == 1
     assert result.output == "Error: Invalid Input Error: boom\n"
+
+
+def test_ctrl_c_inside_a_duckdb_query_aborts_without_traceback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """DuckDB turns SIGINT during a query into RuntimeError('Query interrupted'): the same
+    `Aborted!` as a Ctrl-C anywhere else, never a traceback."""
+
+    def long_query(*_args: object, **_kwargs: object) -> None:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        duckdb.connect().execute("SELECT count(*) FROM range(10000000000) a, range(10) b")
+
+    monkeypatch.setattr("xpipe.predict.votes.vote_file", long_query)
+    detections = tmp_path / "detections.csv"
+    detections.write_text("det_id\n")
+    result = CliRunner().invoke(main, ["vote", "--detections", str(detections),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "Aborted!" in result.output and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)

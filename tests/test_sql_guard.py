@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import duckdb
@@ -164,6 +165,22 @@ def test_out_never_overwrites_a_database(site: Path, cli, target: str) -> None:
     output = _refused(cli, "SELECT 1", "--out", target)
     assert target in output
     assert _tree(site) == before
+
+
+def test_out_refuses_what_is_not_a_regular_file(site: Path, cli) -> None:
+    """`--out /dev/stdout` (a pipe here) was opened to sniff for a database, then replaced by
+    the renamed file; now refused, the pipe left as it was (bytes are waiting in it so the
+    old sniffing read could not block)."""
+    fifo = site / "pipe.csv"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(held, b"x" * 64)
+        output = _refused(cli, "SELECT 1 AS a", "--out", str(fifo))
+        assert "not a regular file" in output
+        assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    finally:
+        os.close(held)
 
 
 def test_the_configuration_stays_locked(site: Path) -> None:

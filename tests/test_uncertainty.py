@@ -19,7 +19,13 @@ from xpipe.api import Classifier
 from xpipe.core.config import Settings
 from xpipe.core.errors import InputError
 from xpipe.predict import uncertainty
-from xpipe.predict.draws import DrawParams, DrawScaler, drawn_features, score_draws
+from xpipe.predict.draws import (
+    DrawParams,
+    DrawScaler,
+    chunk_detections,
+    drawn_features,
+    score_draws,
+)
 from xpipe.science.common import is_current, uncertainty_is_current
 from xpipe.warehouse.connection import connect
 from xpipe.warehouse.seeds import (
@@ -344,3 +350,20 @@ def test_cli_records_the_run_and_a_new_classification_makes_it_stale(
     with connect(Settings(warehouse=warehouse), read_only=True) as con:
         assert not any(is_current(con, t) for t in TABLES)
         assert not uncertainty_is_current(con, params)
+
+
+def test_more_draws_than_memory_allows_are_refused_before_anything_runs(
+        drawn: Path, cli) -> None:
+    """A huge --draws would hold one detection's draws in memory at once (and overflow the
+    stored INTEGER n_draws): a clear error naming the bound, the stored results untouched."""
+    assert chunk_detections(DrawParams(125_000), 500_000) == 1
+    with pytest.raises(InputError, match=r"--draws 125,001 .* 125,000 draws .*XPIPE_CHUNK_ROWS"):
+        chunk_detections(DrawParams(125_001), 500_000)
+    with connect(Settings(warehouse=drawn), read_only=True) as con:
+        before = con.sql("SELECT * FROM results.source_class_stability ORDER BY name").pl()
+    result = cli("--warehouse", str(drawn), "uncertainty", "--draws", str(10**11),
+                 expect_ok=False)
+    assert result.exit_code != 0 and "XPIPE_CHUNK_ROWS" in result.output
+    with connect(Settings(warehouse=drawn), read_only=True) as con:
+        after = con.sql("SELECT * FROM results.source_class_stability ORDER BY name").pl()
+    assert_frame_equal(before, after)

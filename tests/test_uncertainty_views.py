@@ -171,6 +171,21 @@ def test_export_without_current_results_writes_only_the_published_files(
         assert sorted(p.stem for p in out.iterdir()) == sorted(published_queries())
 
 
+def test_a_stale_export_removes_the_earlier_uncertainty_files_it_would_sit_beside(
+        drawn: Path, cli, tmp_path: Path) -> None:
+    """Exporting again into the same folder after `xpipe classify` must not leave the earlier
+    run's stability files next to the new published ones (CSV carries no provenance)."""
+    out = tmp_path / "again"
+    cli("--warehouse", str(drawn), "export", "--out", str(out))
+    assert (out / "source_class_stability.csv").is_file()
+    (out / "notes.txt").write_text("mine")
+    output = cli("--warehouse", str(stale_copy(drawn, tmp_path)), "export", "--out",
+                 str(out)).output
+    assert "stale" in output and f"removed {out / 'source_class_stability.csv'}" in output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}.csv" for n in published_queries()] + ["notes.txt"])
+
+
 def test_stable_share_counts_null_apart(drawn: Path) -> None:
     with duckdb.connect(str(drawn), read_only=True) as con:
         shares = stable_share(con)

@@ -201,6 +201,21 @@ def test_sql_page_refuses_a_write_and_changes_nothing(live_server, browser, stat
     assert_no_console_errors(browser)
 
 
+def test_sql_time_limit_stops_a_streaming_result_with_the_message(live_server) -> None:
+    """A result interrupted while it streams (pyarrow raises the interruption as OSError)
+    gets the time limit's message, on the page and in a download, never an internal error."""
+    from xpipe.core.errors import UserQueryError
+    from xpipe.serve.context import PageContext
+    from xpipe.serve.pages import sql
+    from xpipe.serve.settings import ServeSettings
+
+    ctx = PageContext(live_server.reader, ServeSettings(allow_sql=True, sql_time_limit_s=0.3))
+    with pytest.raises(UserQueryError, match=r"longer than 0\.3 s"):
+        sql.run_query(ctx, "SELECT i FROM range(3000000000) t(i)")
+    with pytest.raises(UserQueryError, match=r"longer than 0\.3 s"):
+        sql.download(ctx, "SELECT i FROM range(300000000) t(i)", "votable")
+
+
 def test_sql_time_limit_and_download(live_server) -> None:
     """A query over the time limit is stopped with a message; the download is the whole
     result (CSV and Parquet read back equal to the query's rows)."""

@@ -125,6 +125,8 @@ def export(ctx: click.Context, out_dir: Path, fmt: str) -> None:
         click.echo(f"{name}: {path}")
     if result.skipped:
         click.echo(f"uncertainty files not written: {result.skipped}")
+    for path in result.removed:
+        click.echo(f"removed {path}: an earlier export's, not for this classification")
 
 
 @click.command("classify-new")

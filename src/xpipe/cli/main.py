@@ -80,10 +80,19 @@ class XpipeGroup(click.Group):
             click.echo(f"Error: {exc}: changes rolled back", err=True)
             raise click.exceptions.Exit(128 + signal.SIGTERM) from exc
         except Exception as exc:
+            if interrupted(exc):
+                raise click.Abort from exc  # Ctrl-C inside a DuckDB query: as anywhere else
             error = one_line_error(exc, ctx.obj["settings"] if ctx.obj else None)
             if error is None:
                 raise
             raise click.ClickException(str(error)) from exc
+
+
+def interrupted(exc: Exception) -> bool:
+    """Ctrl-C that arrived while DuckDB ran a query: DuckDB cancels the query and raises
+    (RuntimeError 'Query interrupted' from its SIGINT handler) instead of KeyboardInterrupt."""
+    return isinstance(exc, duckdb.InterruptException) or (
+        type(exc) is RuntimeError and str(exc) == "Query interrupted")
 
 
 def one_line_error(exc: Exception, settings: Settings | None) -> Exception | None:

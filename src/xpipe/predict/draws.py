@@ -85,8 +85,14 @@ DRAW_ROW_SHARE = 4
 
 def chunk_detections(params: DrawParams, chunk_rows: int) -> int:
     """Detections per chunk, so that detections × draws stay within chunk_rows /
-    DRAW_ROW_SHARE (a chunk still holds at least one whole source)."""
-    return max(1, chunk_rows // DRAW_ROW_SHARE // params.n_draws)
+    DRAW_ROW_SHARE (a chunk still holds at least one whole source). More draws than one
+    detection's share of a chunk would make memory grow with --draws: refused."""
+    most = chunk_rows // DRAW_ROW_SHARE
+    if params.n_draws > most:
+        raise InputError(f"--draws {params.n_draws:,} is more than the {most:,} draws one "
+                         f"detection may hold in memory (XPIPE_CHUNK_ROWS={chunk_rows:,} / "
+                         f"{DRAW_ROW_SHARE}): use fewer draws, or raise XPIPE_CHUNK_ROWS")
+    return max(1, most // params.n_draws)
 
 
 class DrawScaler:

@@ -65,6 +65,7 @@ def uncertainty_queries() -> dict[str, str]:
 class ExportResult:
     written: dict[str, Path] = field(default_factory=dict)
     skipped: str = ""  # why the uncertainty files were not written ('' when they were)
+    removed: list[Path] = field(default_factory=list)  # an earlier export's, not for these
 
 
 def _write_csv_unnamed_index(con: duckdb.DuckDBPyConnection, query: str, path: Path,
@@ -99,6 +100,7 @@ def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "cs
         queries |= uncertainty_queries()
     else:
         result.skipped = state.message()
+        result.removed = _remove_earlier_uncertainty_files(out_dir, fmt)
     for name, query in queries.items():
         target = out_dir / f"{name}{FILE_SUFFIXES[fmt]}"
         if fmt == "csv" and name == DETECTION_LEVEL:
@@ -108,3 +110,13 @@ def export_results(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str = "cs
                          chunk_rows=chunk_rows)
         result.written[name] = target
     return result
+
+
+def _remove_earlier_uncertainty_files(out_dir: Path, fmt: str) -> list[Path]:
+    """An earlier export's uncertainty files in `out_dir` describe another classification (or
+    draws no longer stored): left beside the new published files, a reader would pair them."""
+    earlier = [path for name in uncertainty_queries()
+               if (path := out_dir / f"{name}{FILE_SUFFIXES[fmt]}").is_file()]
+    for path in earlier:
+        path.unlink()
+    return earlier

@@ -172,9 +172,13 @@ def _is_duckdb_file(path: Path) -> bool:
 
 
 def check_out_path(out: Path, settings: Settings) -> None:
-    """Refuse an output path that is the warehouse, its WAL, or any existing DuckDB database."""
+    """Refuse an output path that is the warehouse, its WAL, any existing DuckDB database, or
+    not a regular file (renaming the finished file onto /dev/stdout would replace it)."""
     if out.exists() and out.is_dir():
         raise UserQueryError(f"--out {out} is a directory; expected a file path")
+    if out.exists() and not out.is_file():  # the file is written beside it, then renamed
+        raise UserQueryError(f"--out {out} is not a regular file (a device, pipe or socket, "
+                             "e.g. /dev/stdout); expected a file path")
     warehouse = settings.warehouse
     wal = warehouse.with_name(warehouse.name + ".wal")
     for protected in (warehouse, wal):

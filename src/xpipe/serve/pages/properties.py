@@ -10,7 +10,7 @@ visible box. The filters are mirrored in the URL (shareable views).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -54,7 +54,7 @@ TITLE = "Properties"
 # References are outlined circles, targets plain ones: WebGL draws circles (with or without an
 # outline) in one fast pass; any other symbol costs 2-3× more per point (software rendering).
 MARKERS: dict[str, dict[str, Any]] = {"target": {"line": {"width": 0}},
-           "reference": {"line": {"width": 1.2, "color": "#111111"}}}
+                                       "reference": {"line": {"width": 1.2, "color": "#111111"}}}
 MARKER_WORDS = {"reference": "outlined", "target": "plain"}
 KIND_WORDS = {"reference": "SIMBAD reference", "target": "classified target"}
 _DATA: WeakKeyDictionary[PageContext, PropertyData] = WeakKeyDictionary()  # per app
@@ -76,7 +76,7 @@ def property_filter(query: Mapping[str, str]) -> PropertyFilter:
 def query_of(flt: PropertyFilter) -> dict[str, str]:
     """The URL parameters of a view: those that differ from the default view."""
     default = PropertyFilter()
-    pairs: list[tuple[str, str | bool | Sequence[str]]] = [
+    pairs: list[tuple[str, Any]] = [
         ("level", flt.level), ("x", flt.x), ("y", flt.y), ("log_x", flt.log_x),
         ("log_y", flt.log_y), ("colour", flt.colour), ("class", flt.classes),
         ("kind", flt.kind)]

@@ -63,7 +63,7 @@ def time_limit(cursor: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[No
     timer.start()
     try:
         yield
-    except (duckdb.Error, UserQueryError) as exc:
+    except (duckdb.Error, UserQueryError, OSError) as exc:  # OSError: pyarrow's, mid-stream
         if fired.is_set():
             raise UserQueryError(f"the query ran longer than {seconds:g} s and was stopped "
                                  "(the server's limit per query)") from exc
