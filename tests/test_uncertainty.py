@@ -367,3 +367,11 @@ def test_more_draws_than_memory_allows_are_refused_before_anything_runs(
     with connect(Settings(warehouse=drawn), read_only=True) as con:
         after = con.sql("SELECT * FROM results.source_class_stability ORDER BY name").pl()
     assert_frame_equal(before, after)
+
+
+def test_uncertainty_on_a_warehouse_with_nothing_loaded_says_to_load_first(
+        tmp_path: Path, cli) -> None:
+    """An empty warehouse needs a catalogue before a classification: the message says which."""
+    result = cli("--warehouse", str(tmp_path / "empty.duckdb"), "uncertainty", expect_ok=False)
+    assert result.exit_code != 0
+    assert "xpipe warehouse" in result.output and "xpipe classify" not in result.output

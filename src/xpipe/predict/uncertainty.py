@@ -115,6 +115,7 @@ def run_uncertainty(con: duckdb.DuckDBPyConnection, settings: Settings, params: 
                     ) -> tuple[RunRecorder, dict[str, int]]:
     """Draw every classified detection and store the three results tables, as one
     transaction: an interruption (Ctrl-C, SIGTERM) or a failure leaves the warehouse as it was."""
+    require_tables(con, ["raw.detections"], "load a catalogue first with `xpipe warehouse`")
     require_tables(con, NEEDED, "run `xpipe classify` first (again, if the classification "
                    "predates the confidence limits)")
     classify_run = classify_run_id(con)
