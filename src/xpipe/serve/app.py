@@ -61,7 +61,7 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
     server: flask.Flask = app.server
     server.before_request(lambda: check_url(ctx) or check_callback_request(app))
     server.register_error_handler(500, _server_error)
-    server.add_url_rule(DOWNLOAD_PREFIX + "<token>", "xpipe_download",
+    server.add_url_rule(DOWNLOAD_PREFIX + "<path:token>", "xpipe_download",
                         lambda token: send_download(ctx, token))
     server.extensions["xpipe_reader"] = ctx.reader  # the CLI closes both on the way out
     server.extensions["xpipe_downloads"] = downloads
