@@ -25,6 +25,7 @@ class LiveServer:
     url: str
     warehouse: Path
     reader: Any  # xpipe.serve.reader.WarehouseReader
+    app: Any = None  # the dash.Dash app, where a test needs its callbacks or downloads
 
     def query(self, sql: str, params: Any = None) -> pl.DataFrame:
         return self.reader.frame(sql, params)
@@ -90,6 +91,7 @@ def stop_server(app: Any, server: Any, thread: threading.Thread) -> None:
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)
+    app.server.extensions["xpipe_downloads"].close()
     app.server.extensions["xpipe_reader"].close()
 
 
@@ -98,7 +100,7 @@ def live_server(serve_warehouse: Path) -> Iterator[LiveServer]:
     app, server, thread = start_server(serve_warehouse)
     reader = app.server.extensions["xpipe_reader"]
     try:
-        yield LiveServer(f"http://127.0.0.1:{server.port}", serve_warehouse, reader)
+        yield LiveServer(f"http://127.0.0.1:{server.port}", serve_warehouse, reader, app)
     finally:
         stop_server(app, server, thread)
 

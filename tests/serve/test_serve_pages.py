@@ -214,46 +214,136 @@ def test_sql_time_limit_stops_a_streaming_result_with_the_message(live_server) -
         sql.run_query(ctx, "SELECT i FROM range(3000000000) t(i)")
     with pytest.raises(UserQueryError, match=r"longer than 0\.3 s"):
         sql.download(ctx, "SELECT i FROM range(300000000) t(i)", "votable")
+    assert list(ctx.downloads.folder.iterdir()) == [], "a stopped download leaves no file"
 
 
-def test_sql_time_limit_and_download(live_server) -> None:
-    """A query over the time limit is stopped with a message; the download is the whole
-    result (CSV and Parquet read back equal to the query's rows)."""
-    import base64
+def read_back(data: bytes, fmt: str, text: str) -> pl.DataFrame:
+    """A downloaded file as a frame; VOTable and FITS must carry the query in their metadata."""
     import io
 
     from astropy.io.votable import parse
     from astropy.table import Table
 
+    if fmt == "csv":
+        return pl.read_csv(io.BytesIO(data))
+    if fmt == "parquet":
+        return pl.read_parquet(io.BytesIO(data))
+    if fmt == "votable":
+        infos = {i.name: i.value for i in parse(io.BytesIO(data)).resources[0].infos}
+        assert infos["xpipe_query"] == text
+    table = Table.read(io.BytesIO(data), format=fmt)
+    if fmt == "fits":
+        assert table.meta["XPQUERY"] == text
+    return pl.DataFrame({c: table[c].tolist() for c in table.colnames})
+
+
+def fetch(live_server, path: str) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers of a GET, 4xx included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(live_server.url + path, timeout=60) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def test_sql_time_limit_and_download(live_server) -> None:
+    """A query over the time limit is stopped with a message; the download is the whole
+    result, a file on disk (never in the answer) that /download/<token> streams once, with
+    its name and media type, then deletes (all four formats read back equal)."""
     from xpipe.core.errors import UserQueryError
     from xpipe.serve.context import PageContext
     from xpipe.serve.pages import sql
     from xpipe.serve.settings import ServeSettings
 
+    downloads = live_server.app.server.extensions["xpipe_downloads"]
     ctx = PageContext(live_server.reader, ServeSettings(allow_sql=True, sql_time_limit_s=0.3,
-                                                        sql_max_rows=5))
+                                                        sql_max_rows=5), downloads)
     with pytest.raises(UserQueryError, match=r"longer than 0\.3 s"):
         sql.run_query(ctx, "SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3")
     text = "SELECT name, ra, detection_count FROM results.source_class ORDER BY name"
     shown = sql.run_query(ctx, text)[0]
     expected = live_server.query(text)
     assert shown.total == expected.height and shown.frame.equals(expected.head(5))
-    for fmt, suffix in (("csv", "csv"), ("parquet", "parquet"), ("votable", "vot"),
-                        ("fits", "fits")):
-        sent = sql.download(ctx, text, fmt)
-        assert sent["filename"] == f"xpipe-query.{suffix}"
-        data = io.BytesIO(base64.b64decode(sent["content"]))
-        if fmt == "csv":
-            got = pl.read_csv(data)
-        elif fmt == "parquet":
-            got = pl.read_parquet(data)
-        else:  # the query is in the format's own metadata
-            if fmt == "votable":
-                infos = {i.name: i.value for i in parse(data).resources[0].infos}
-                assert infos["xpipe_query"] == text
-                data.seek(0)
-            table = Table.read(data, format=fmt)
-            if fmt == "fits":
-                assert table.meta["XPQUERY"] == text
-            got = pl.DataFrame({c: table[c].tolist() for c in table.colnames})
+    for fmt, suffix, media in (("csv", "csv", "text/csv"),
+                               ("parquet", "parquet", "application/vnd.apache.parquet"),
+                               ("votable", "vot", "application/x-votable+xml"),
+                               ("fits", "fits", "application/fits")):
+        pending = sql.download(ctx, text, fmt)
+        assert pending.filename == f"xpipe-query.{suffix}"
+        assert pending.path.parent == downloads.folder
+        assert not pending.path.is_relative_to(live_server.warehouse.parent)
+        on_disk = pending.path.read_bytes()
+        status, body, headers = fetch(live_server, pending.url)
+        assert status == 200 and body == on_disk, fmt
+        assert headers["Content-Type"].startswith(media)
+        assert headers["Content-Length"] == str(len(on_disk))
+        assert f"attachment; filename=xpipe-query.{suffix}" in headers["Content-Disposition"]
+        assert not pending.path.exists(), "the file is deleted once fetched"
+        assert fetch(live_server, pending.url)[0] == 404, "a link works once"
+        got = read_back(body, fmt, text)
         assert got.select(expected.columns).equals(expected), fmt
+    assert list(downloads.folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("token", ["nope", "A" * 43, "..%2F..%2Fetc%2Fpasswd"])
+def test_unknown_download_token_is_404(live_server, token: str) -> None:
+    status, body, _ = fetch(live_server, "/download/" + token)
+    assert status == 404
+    text = body.decode()
+    assert "no such download" in text and "works once" in text and "Traceback" not in text
+
+
+def test_download_callback_answers_a_link_not_the_data(live_server) -> None:
+    """What the browser gets from the download button is a link of a few hundred bytes,
+    whatever the size of the result: the data stays in the file until the link is followed."""
+    import json
+    import urllib.request
+
+    text = "SELECT i, 'row ' || i AS label FROM range(200000) t(i)"
+    output = next(key for key in live_server.app.callback_map
+                  if "sql-download.children" in key)
+    result_prop = output.strip(".").split("...")[1].split(".", 1)[1]
+    body = {"output": output,
+            "outputs": [{"id": "sql-download", "property": "children"},
+                        {"id": "sql-result", "property": result_prop}],
+            "inputs": [{"id": f"sql-download-{f}", "property": "n_clicks",
+                        "value": 1 if f == "csv" else None}
+                       for f in ("csv", "parquet", "votable", "fits")],
+            "changedPropIds": ["sql-download-csv.n_clicks"],
+            "state": [{"id": "sql-query", "property": "value", "value": text}]}
+    request = urllib.request.Request(live_server.url + "/_dash-update-component",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = response.read()
+    assert len(answer) < 2_000 and b"row 199999" not in answer
+    link = json.loads(answer)["response"]["sql-download"]["children"]
+    url = link["props"]["children"][0]["props"]["href"]
+    assert url.startswith("/download/")
+    status, data, _ = fetch(live_server, url)
+    assert status == 200 and len(data) > 100 * len(answer)
+    frame = pl.read_csv(data)
+    assert frame.height == 200_000 and frame["label"][-1] == "row 199999"
+
+
+def test_sql_page_download_button_saves_the_file(live_server, browser, tmp_path) -> None:
+    """The button's link is followed by itself: the browser saves the whole result."""
+    import time
+
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(tmp_path)})
+    text = "SELECT name, detection_count FROM results.source_class ORDER BY name"
+    browser.get(live_server.url + "/sql")
+    fill(browser, "sql-query", text)
+    browser.find_element(By.ID, "sql-download-csv").click()
+    wait_for(browser, "#sql-download-link")
+    saved = tmp_path / "xpipe-query.csv"
+    deadline = time.monotonic() + 30
+    while not saved.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert saved.exists(), list(tmp_path.iterdir())
+    assert pl.read_csv(saved).equals(live_server.query(text))
+    assert_no_console_errors(browser)

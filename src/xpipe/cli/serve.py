@@ -65,4 +65,5 @@ def serve(ctx: click.Context, *, warehouse: Path | None, host: str, port: int,
             server.server_close()
         click.echo("stopped")
     finally:
+        app.server.extensions["xpipe_downloads"].close()
         reader.close()

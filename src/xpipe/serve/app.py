@@ -20,6 +20,8 @@ from dash import Input, Output, dcc, html
 from xpipe.core.errors import NotFoundError, XpipeError
 from xpipe.serve import ui
 from xpipe.serve.context import PageContext
+from xpipe.serve.downloads import PREFIX as DOWNLOAD_PREFIX
+from xpipe.serve.downloads import DownloadStore, send
 from xpipe.serve.pages import PAGES, nav_pages
 from xpipe.serve.reader import WarehouseReader
 from xpipe.serve.routing import parse_query, resolve
@@ -27,13 +29,17 @@ from xpipe.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon", "/assets/", "/_alive")
+DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon", "/assets/", "/_alive",
+                 DOWNLOAD_PREFIX)
 INTERNAL_ERROR = "internal error while answering this request; the server's log has the details"
 
 
 def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
     """The explorer of `warehouse` (classified; opened read-only until the process ends)."""
-    ctx = PageContext(WarehouseReader(warehouse), settings)
+    downloads = DownloadStore(max_pending=settings.download_max_pending,
+                              max_bytes=settings.download_max_bytes,
+                              expiry_s=settings.download_expiry_s)
+    ctx = PageContext(WarehouseReader(warehouse), settings, downloads)
     app = dash.Dash(__name__, title="xpipe", update_title="", serve_locally=True,
                     suppress_callback_exceptions=True, on_error=_callback_failed,
                     external_scripts=[], external_stylesheets=[])
@@ -55,7 +61,10 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
     server: flask.Flask = app.server
     server.before_request(lambda: check_url(ctx) or check_callback_request(app))
     server.register_error_handler(500, _server_error)
-    server.extensions["xpipe_reader"] = ctx.reader  # the CLI closes it on the way out
+    server.add_url_rule(DOWNLOAD_PREFIX + "<path:token>", "xpipe_download",
+                        lambda token: send_download(ctx, token))
+    server.extensions["xpipe_reader"] = ctx.reader  # the CLI closes both on the way out
+    server.extensions["xpipe_downloads"] = downloads
     return app
 
 
@@ -103,6 +112,16 @@ def check_url(ctx: PageContext) -> flask.Response | None:
     except XpipeError as exc:
         return _error_response(400, str(exc))
     return None
+
+
+def send_download(ctx: PageContext, token: str) -> flask.Response:
+    """GET /download/<token>: the SQL page's file, streamed from disk once."""
+    pending = ctx.downloads.take(token)
+    if pending is None:
+        return _error_response(404, (
+            "no such download: a link works once and for "
+            f"{ctx.settings.download_expiry_s:g} s; run the download again from the SQL page"))
+    return send(pending)
 
 
 def check_callback_request(app: dash.Dash) -> flask.Response | None:

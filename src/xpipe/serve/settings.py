@@ -12,7 +12,9 @@ class ServeSettings:
     """Where the server listens and its limits: `max_points` is the most points a view draws
     one by one (above it DuckDB aggregates), `sql_max_rows` the rows the SQL page shows (the
     download has them all), `sql_time_limit_s` when a query is interrupted, `max_cone_arcsec`
-    the largest cone search radius."""
+    the largest cone search radius; the SQL page's downloads wait on disk, at most
+    `download_max_pending` files of at most `download_max_bytes`, each link valid for
+    `download_expiry_s` and one fetch."""
 
     allow_sql: bool
     host: str = "127.0.0.1"
@@ -21,6 +23,9 @@ class ServeSettings:
     sql_max_rows: int = 1_000
     sql_time_limit_s: float = 10.0
     max_cone_arcsec: float = 3600.0
+    download_max_pending: int = 4
+    download_max_bytes: int = 4 * 2**30
+    download_expiry_s: float = 600.0
 
 
 def is_loopback(host: str) -> bool:

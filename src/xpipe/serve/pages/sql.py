@@ -3,18 +3,18 @@
 on a cursor of the server's read-only connection. A result shows its first
 `settings.sql_max_rows` rows and says how many there are; a query running longer than
 `settings.sql_time_limit_s` is interrupted; the download writes the whole result as CSV,
-Parquet, VOTable or FITS with its provenance (warehouse.file_formats). Off unless
+Parquet, VOTable or FITS with its provenance (warehouse.file_formats) into the server's
+private temporary folder, and the page gets a one-time link that streams it from disk
+(serve.downloads; the browser follows it by itself). Off unless
 `settings.allow_sql` (a query can read the server's local files)."""
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import dash
@@ -27,6 +27,7 @@ from dash.development.base_component import Component
 from xpipe.core.errors import UserQueryError
 from xpipe.serve import ui
 from xpipe.serve.context import PageContext
+from xpipe.serve.downloads import Pending
 from xpipe.serve.routing import require_no_subpath
 from xpipe.warehouse.file_formats import FILE_SUFFIXES, FORMATS
 from xpipe.warehouse.user_sql import run_user_sql, single_relation, write_relation
@@ -39,6 +40,14 @@ OFF = ("The SQL page is off: this server listens beyond this machine and a query
        "the server's files. Start it with `xpipe serve --allow-sql` to turn it on.")
 LABELS = {"csv": "CSV", "parquet": "Parquet", "votable": "VOTable", "fits": "FITS"}
 T = TypeVar("T")
+# Once the link is drawn, follow it: the browser saves the file (Content-Disposition).
+FOLLOW_LINK = """function(children) {
+    setTimeout(function() {
+        var link = document.getElementById("sql-download-link");
+        if (link) { link.click(); }
+    }, 0);
+    return window.dash_clientside.no_update;
+}"""
 
 
 @dataclass(frozen=True)
@@ -109,17 +118,25 @@ def run_query(ctx: PageContext, text: str) -> list[Shown]:
         for relation in run_user_sql(cursor, text)])
 
 
-def download(ctx: PageContext, text: str, fmt: str) -> dict[str, Any]:
-    """The whole result of a one-statement query as a file for dcc.Download, written as
-    `xpipe sql --out` writes it (the provenance and the query in the format's metadata)."""
+def download(ctx: PageContext, text: str, fmt: str) -> Pending:
+    """The whole result of a one-statement query written to a file on disk, as `xpipe sql
+    --out` writes it (the provenance and the query in the format's metadata), waiting for
+    its one fetch from `Pending.url`."""
     if fmt not in FORMATS:
         raise UserQueryError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    with tempfile.TemporaryDirectory(prefix="xpipe-serve-") as folder:
-        out = Path(folder) / f"xpipe-query{FILE_SUFFIXES[fmt]}"
-        run_guarded(ctx, text, lambda cursor: write_relation(
+    return ctx.downloads.write(f"xpipe-query{FILE_SUFFIXES[fmt]}", lambda out: run_guarded(
+        ctx, text, lambda cursor: write_relation(
             cursor, single_relation(cursor, text), out, settings=ctx.reader.settings,
-            fmt=fmt, query=text))
-        return dcc.send_file(str(out))
+            fmt=fmt, query=text)))
+
+
+def download_link(ctx: PageContext, pending: Pending) -> Component:
+    """The link the browser follows by itself (a clientside callback clicks it)."""
+    minutes = ctx.settings.download_expiry_s / 60
+    return html.P([html.A(pending.filename, href=pending.url, download=pending.filename,
+                          id="sql-download-link"),
+                   f" (the download starts by itself; the link works once, for "
+                   f"{minutes:g} min)"], className="sql-download")
 
 
 def validate(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> None:
@@ -141,7 +158,7 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
                   *[html.Button(LABELS[fmt], id=f"sql-download-{fmt}") for fmt in FORMATS]],
                  className="xp-form"),
         html.Div(id="sql-result"),
-        dcc.Download(id="sql-download"),
+        html.Div(id="sql-download"),
     ])
 
 
@@ -166,7 +183,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
             return [ui.message(str(exc), id="sql-error")]
         return result_view(results, time.perf_counter() - start)
 
-    @app.callback(Output("sql-download", "data"), Output("sql-result", "children",
+    @app.callback(Output("sql-download", "children"), Output("sql-result", "children",
                                                          allow_duplicate=True),
                   *[Input(f"sql-download-{fmt}", "n_clicks") for fmt in FORMATS],
                   State("sql-query", "value"), prevent_initial_call=True)
@@ -174,6 +191,9 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
         text: str | None = args[-1]
         fmt = str(dash.ctx.triggered_id).removeprefix("sql-download-")
         try:
-            return download(ctx, text or "", fmt), dash.no_update
+            return download_link(ctx, download(ctx, text or "", fmt)), dash.no_update
         except UserQueryError as exc:
-            return dash.no_update, [ui.message(str(exc), id="sql-error")]
+            return None, [ui.message(str(exc), id="sql-error")]
+
+    app.clientside_callback(FOLLOW_LINK, Output("sql-download", "title"),
+                            Input("sql-download", "children"), prevent_initial_call=True)
