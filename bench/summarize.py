@@ -52,7 +52,14 @@ def serve_latency_section(results: dict[str, dict]) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| server start (to the first answer) | "
                  + " | ".join(f"{r['startup_s']:.1f}" for r in runs) + " |")
+    lines.append("| measured at (load average) | " + " | ".join(
+        f"{r.get('measured_at', '?')[:16]} ({_load(r)})" for r in runs) + " |")
     return [*lines, ""]
+
+
+def _load(result: dict) -> str:
+    load = result.get("machine", {}).get("load_average_at_start")
+    return "?" if not load else " ".join(f"{x:.1f}" for x in load)
 
 
 def main() -> None:

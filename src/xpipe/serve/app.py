@@ -23,6 +23,7 @@ from xpipe.serve.context import PageContext
 from xpipe.serve.downloads import PREFIX as DOWNLOAD_PREFIX
 from xpipe.serve.downloads import DownloadStore, send
 from xpipe.serve.pages import PAGES, nav_pages
+from xpipe.serve.plots import SKIP_SAME_SIZE_RESIZE_JS
 from xpipe.serve.reader import WarehouseReader
 from xpipe.serve.routing import parse_query, resolve
 from xpipe.serve.settings import ServeSettings
@@ -53,7 +54,8 @@ def create_app(warehouse: Path, settings: ServeSettings) -> dash.Dash:
                          dev_tools_disable_version_check=True, dev_tools_prune_errors=True)
     app.index_string = app.index_string.replace(
         "{%css%}", "{%css%}<style>" + ui.STYLE + "</style>").replace(
-        "{%scripts%}", "{%scripts%}<script>" + ui.NAVIGATE + "</script>")
+        "{%scripts%}", "<script>" + SKIP_SAME_SIZE_RESIZE_JS + "</script>{%scripts%}<script>"
+        + ui.NAVIGATE + "</script>")
     app.layout = shell(ctx)
     _register_router(app, ctx)
     for page in PAGES:

@@ -20,6 +20,45 @@ GRAPH_CONFIG: dcc.Graph.Config = {"scrollZoom": True, "displaylogo": False, "res
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 MAX_DETECTIONS_FILTER = 1_000_000  # the largest "minimum detections" a view accepts
 
+# dcc.Graph calls Plotly.Plots.resize after every first draw (and on each resize event of its
+# box), and plotly then redraws the whole figure at its automatic size even when that size has
+# not changed: in software WebGL a second draw of 0.2-0.4 s before the page settles. This
+# wrapper skips a resize when the graph already has its box's size (the test plotly's own
+# autosize makes); any real change of size still redraws. plotly.js loads lazily (on the
+# first graph), so the wrapper is installed when `window.Plotly` is set. It also draws WebGL
+# at the screen's pixel ratio (plotly's default is 2: four times the pixels on a common
+# screen, each WebGL canvas costing that much more to create, clear and composite).
+SKIP_SAME_SIZE_RESIZE_JS = """
+(function () {
+  let plotly;
+  function sameSize(gd) {
+    const div = typeof gd === 'string' ? document.getElementById(gd) : gd;
+    const full = div && div._fullLayout;
+    if (!full || !div.layout || div.layout.autosize === false || !div.offsetParent) {
+      return null;
+    }
+    const style = window.getComputedStyle(div);
+    return parseFloat(style.width) === full.width && parseFloat(style.height) === full.height
+      ? div : null;
+  }
+  function wrap(value) {
+    if (!value || !value.Plots || value.Plots._xpSameSize) { return; }
+    const resize = value.Plots.resize;
+    value.Plots.resize = function (gd) {
+      const div = sameSize(gd);
+      return div ? Promise.resolve(div) : resize.apply(this, arguments);
+    };
+    value.Plots._xpSameSize = true;
+    value.setPlotConfig({plotGlPixelRatio: Math.min(4, Math.max(1, window.devicePixelRatio || 1))});
+  }
+  Object.defineProperty(window, 'Plotly', {
+    configurable: true, enumerable: true,
+    get: function () { return plotly; },
+    set: function (value) { plotly = value; wrap(value); },
+  });
+})();
+"""
+
 # history.replaceState: the address bar follows the filters without a navigation (the router
 # re-renders a page when the URL changes; this does not change it for Dash).
 _MIRROR_JS = """
