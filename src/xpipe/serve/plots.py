@@ -74,6 +74,18 @@ function(query) {
 """
 
 
+def zoomable_graph(page: str, figure: dict[str, Any], *, height: str,
+                   query: Mapping[str, str]) -> list[Component]:
+    """A page's graph with the stores its one drawing callback and the client-side helpers
+    use: the zoom box, the last relayout event, the view's URL parameters and their mirror."""
+    return [dcc.Graph(id=f"{page}-graph", config=GRAPH_CONFIG, style={"height": height},
+                      figure=figure),
+            dcc.Store(id=f"{page}-box"),
+            dcc.Store(id=f"{page}-relayout"),
+            dcc.Store(id=f"{page}-query", data=dict(query)),
+            html.Div(id=f"{page}-query-mirror", hidden=True)]
+
+
 def mirror_query_clientside(app: dash.Dash, page: str) -> None:
     """Keep the address bar's query string equal to the store `<page>-query` (a dict)."""
     app.clientside_callback(_MIRROR_JS, Output(f"{page}-query-mirror", "children"),

@@ -24,7 +24,6 @@ from xpipe.serve import palette, ui
 from xpipe.serve.context import PageContext
 from xpipe.serve.params import choice, choices, encode, flag
 from xpipe.serve.plots import (
-    GRAPH_CONFIG,
     control_style,
     field,
     form,
@@ -34,6 +33,7 @@ from xpipe.serve.plots import (
     pass_axis_events_clientside,
     typed,
     view_key,
+    zoomable_graph,
 )
 from xpipe.serve.property_queries import (
     COLOUR_BY_CLASS,
@@ -127,12 +127,8 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         controls,
         html.Div(id="props-error"),
         html.Div(status(flt, view), id="props-status"),
-        dcc.Graph(id="props-graph", config=GRAPH_CONFIG, style={"height": "620px"},
-                  figure=property_figure(flt, view, None)),
-        dcc.Store(id="props-box"),
-        dcc.Store(id="props-relayout"),
-        dcc.Store(id="props-query", data=query_of(flt)),
-        html.Div(id="props-query-mirror", hidden=True),
+        *zoomable_graph("props", property_figure(flt, view, None), height="620px",
+                        query=query_of(flt)),
         html.P("Detections: the references and classified targets the method used (their "
                "class: the SIMBAD label, or the predicted class). Sources: the mean over "
                "their detections (class: the SIMBAD label, or the master class; sources "

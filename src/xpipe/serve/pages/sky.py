@@ -29,7 +29,6 @@ from xpipe.serve import palette, ui
 from xpipe.serve.context import PageContext
 from xpipe.serve.params import choice, choices, encode, flag, whole
 from xpipe.serve.plots import (
-    GRAPH_CONFIG,
     MAX_DETECTIONS_FILTER,
     control_style,
     field,
@@ -40,6 +39,7 @@ from xpipe.serve.plots import (
     pass_axis_events_clientside,
     typed,
     view_key,
+    zoomable_graph,
 )
 from xpipe.serve.projection import FRAMES
 from xpipe.serve.routing import number, require_no_subpath
@@ -139,12 +139,8 @@ def layout(ctx: PageContext, path_rest: str, query: Mapping[str, str]) -> Compon
         html.Div(id="sky-error"),
         stability_note(data),
         html.Div(status(view), id="sky-status"),
-        dcc.Graph(id="sky-graph", config=GRAPH_CONFIG, style={"height": "640px"},
-                  figure=sky_figure(data, flt, view)),
-        dcc.Store(id="sky-box"),
-        dcc.Store(id="sky-relayout"),
-        dcc.Store(id="sky-query", data=query_of(flt)),
-        html.Div(id="sky-query-mirror", hidden=True),
+        *zoomable_graph("sky", sky_figure(data, flt, view), height="640px",
+                        query=query_of(flt)),
         html.P("A layer with more than the point limit in view is drawn as counts per bin; "
                "zoom in (drag a box, or scroll) to see its sources one by one, and click one "
                "to open it. Double-click shows the whole sky again. The minimum mean "
