@@ -86,6 +86,14 @@ def zoomable_graph(page: str, figure: dict[str, Any], *, height: str,
             html.Div(id=f"{page}-query-mirror", hidden=True)]
 
 
+def register_zoomable_graph(app: dash.Dash, page: str) -> None:
+    """The browser-side half of a zoomable_graph: the URL follows the view, axis-moving
+    relayout events reach the server, a click on a point opens its source."""
+    mirror_query_clientside(app, page)
+    pass_axis_events_clientside(app, page)
+    navigate_to_source(app, f"{page}-graph")
+
+
 def mirror_query_clientside(app: dash.Dash, page: str) -> None:
     """Keep the address bar's query string equal to the store `<page>-query` (a dict)."""
     app.clientside_callback(_MIRROR_JS, Output(f"{page}-query-mirror", "children"),

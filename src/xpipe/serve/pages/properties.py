@@ -28,9 +28,7 @@ from xpipe.serve.plots import (
     field,
     form,
     marker_size,
-    mirror_query_clientside,
-    navigate_to_source,
-    pass_axis_events_clientside,
+    register_zoomable_graph,
     typed,
     view_key,
     zoomable_graph,
@@ -177,9 +175,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
         return (property_figure(flt, view, stored), status(flt, view), None, query_of(flt),
                 stored)
 
-    mirror_query_clientside(app, "props")
-    pass_axis_events_clientside(app, "props")
-    navigate_to_source(app, "props-graph")
+    register_zoomable_graph(app, "props")
 
 
 def status(flt: PropertyFilter, view: PropertyView) -> Component:

@@ -34,9 +34,7 @@ from xpipe.serve.plots import (
     field,
     form,
     marker_size,
-    mirror_query_clientside,
-    navigate_to_source,
-    pass_axis_events_clientside,
+    register_zoomable_graph,
     typed,
     view_key,
     zoomable_graph,
@@ -191,9 +189,7 @@ def register_callbacks(app: dash.Dash, ctx: PageContext) -> None:
         return (sky_figure(data, flt, view), status(view), None, query_of(flt),
                 None if box is None else box.as_list())
 
-    mirror_query_clientside(app, "sky")
-    pass_axis_events_clientside(app, "sky")
-    navigate_to_source(app, "sky-graph")
+    register_zoomable_graph(app, "sky")
 
 
 def _controls_query(frame: str, classes: list[str] | None, votes: str, min_prob: Any,
