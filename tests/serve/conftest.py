@@ -7,13 +7,14 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from browser import chromium
+from browser import chromium, severe_console_entries
 from science_fixtures import classified_copy
 
 
@@ -93,6 +94,21 @@ def stop_server(app: Any, server: Any, thread: threading.Thread) -> None:
     thread.join(timeout=10)
     app.server.extensions["xpipe_downloads"].close()
     app.server.extensions["xpipe_reader"].close()
+
+
+@contextmanager
+def served_with_point_limit(live_server: LiveServer, browser: Any, limit: int
+                            ) -> Iterator[LiveServer]:
+    """The live server's warehouse served again with another point limit; on the way out the
+    browser leaves its pages first, so that no request reaches the stopped server."""
+    app, server, thread = start_server(live_server.warehouse, max_points=limit)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", live_server.warehouse,
+                         live_server.reader)
+    finally:
+        browser.get("about:blank")
+        severe_console_entries(browser)
+        stop_server(app, server, thread)
 
 
 @pytest.fixture(scope="session")

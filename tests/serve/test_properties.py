@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from browser import assert_no_console_errors, screenshot, severe_console_entries
+from browser import assert_no_console_errors, screenshot
 from plot_pages import (
     choose,
     drawn_names,
@@ -22,7 +22,7 @@ from plot_pages import (
     view_key,
     wait_for_view,
 )
-from serve.conftest import LiveServer, start_server, stop_server
+from serve.conftest import LiveServer, served_with_point_limit
 
 GRAPH = "props-graph"
 ROWS = """
@@ -44,14 +44,8 @@ def crowded(live_server: LiveServer, browser: Any, rows: pl.DataFrame
             ) -> Iterator[tuple[LiveServer, int]]:
     """The same warehouse served with a point limit a fifth of the detections shown."""
     limit = rows.height // 5
-    app, server, thread = start_server(live_server.warehouse, max_points=limit)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", live_server.warehouse,
-                         live_server.reader), limit
-    finally:
-        browser.get("about:blank")  # no request of its pages reaches the stopped server
-        severe_console_entries(browser)
-        stop_server(app, server, thread)
+    with served_with_point_limit(live_server, browser, limit) as server:
+        yield server, limit
 
 
 def test_properties_draws_references_and_targets(live_server, browser, rows) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import numpy as np
 import polars as pl
 import pytest
-from browser import assert_no_console_errors, screenshot, severe_console_entries, wait_for
+from browser import assert_no_console_errors, screenshot, wait_for
 from plot_pages import (
     click_isolated_point,
     drag_zoom,
@@ -27,7 +27,7 @@ from plot_pages import (
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from serve.conftest import LiveServer, start_server, stop_server
+from serve.conftest import LiveServer, served_with_point_limit
 from sky_reference import map_xy
 
 from xpipe.serve import palette
@@ -47,14 +47,8 @@ def _classified(server: LiveServer, where: str = "TRUE") -> pl.DataFrame:
 def crowded(live_server: LiveServer, browser: Any) -> Iterator[tuple[LiveServer, int]]:
     """The same warehouse served with a point limit a quarter of its classified sources."""
     limit = _classified(live_server).height // 4
-    app, server, thread = start_server(live_server.warehouse, max_points=limit)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", live_server.warehouse,
-                         live_server.reader), limit
-    finally:
-        browser.get("about:blank")  # no request of its pages reaches the stopped server
-        severe_console_entries(browser)
-        stop_server(app, server, thread)
+    with served_with_point_limit(live_server, browser, limit) as server:
+        yield server, limit
 
 
 def test_sky_draws_the_classified_sources_and_filters_them(live_server, browser) -> None:
